@@ -1,0 +1,81 @@
+"""workflowhttp versions of the benchmarked apps, following DESIGN.md section 4.
+
+Deliberately no ``from __future__ import annotations`` here: the controllers' annotations are
+real objects, so this module exercises the framework's parameter plans and not its handling of
+string annotations.
+"""
+
+from collections.abc import Callable
+from wsgiref.types import WSGIApplication
+
+from workflowhttp import App, http
+
+from . import MANY_ROUTES_STATIC, Item, param_text, static_text
+
+
+@http.GET("/hello")
+def hello() -> str:
+    return "Hello, world!"
+
+
+@http.GET("/users/{id}")
+def show_user(id: int) -> dict[str, object]:
+    return {"id": id, "name": f"user{id}"}
+
+
+@http.GET("/search")
+def search(q: str, limit: int = 10) -> dict[str, object]:
+    return {"q": q, "limit": limit}
+
+
+@http.POST("/items")
+def create_item(item: Item) -> tuple[Item, int]:
+    return item, 201
+
+
+MAIN_CONTROLLERS: list[object] = [hello, show_user, search, create_item]
+
+
+def noop(event: object) -> None:
+    """Do nothing: the cost of a user listener is the cost of being called."""
+
+
+def _static_controller(index: int) -> Callable[[], str]:
+    def static() -> str:
+        return static_text(index)
+
+    static.__name__ = static.__qualname__ = f"static_{index}"
+    return http.GET(f"/static/{index}")(static)
+
+
+def _param_controller(index: int) -> Callable[[int], str]:
+    def param(id: int) -> str:
+        return param_text(index, id)
+
+    param.__name__ = param.__qualname__ = f"param_{index}"
+    return http.GET(f"/param{index}/{{id}}")(param)
+
+
+def make_routes_app(total: int) -> App:
+    """Return an app with ``total // 2`` static and ``total // 2`` parametrised routes."""
+    half = total // 2
+    controllers: list[object] = [_static_controller(i) for i in range(half)]
+    controllers += [_param_controller(i) for i in range(half)]
+    return App(controllers=controllers)
+
+
+def make_listeners_app() -> App:
+    """Return the main app plus a no-op listener on ``request``, ``controller`` and ``response``."""
+    app = App(controllers=MAIN_CONTROLLERS)
+    for state in ("request", "controller", "response"):
+        app.listen(state, noop)
+    return app
+
+
+def make_app(kind: str) -> WSGIApplication:
+    """Return the workflowhttp app of the given kind (see ``bench.apps.APP_KINDS``)."""
+    if kind == "main":
+        return App(controllers=MAIN_CONTROLLERS)
+    if kind == "many_routes":
+        return make_routes_app(2 * MANY_ROUTES_STATIC)
+    raise ValueError(f"unknown app kind {kind!r}")

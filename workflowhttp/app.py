@@ -1,0 +1,293 @@
+"""The WSGI entry: an :class:`App` builds everything at start-up, then walks each request."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .di import Container
+from .errors import ConfigurationError
+from .events import (
+    HttpEvent,
+    Listener,
+    Registration,
+    check_listener,
+    compile_listeners,
+    marked_listeners,
+)
+from .kernel import DEFAULT_LISTENERS
+from .limits import Limits
+from .params import build_plan
+from .request import Request
+from .responses import JSONResponse, write
+from .routing import Route, Router, controller_spec, join_paths, route_specs
+from .workflow import ListenerToken, WorkflowLoop, WorkflowStalled, state_name, walk
+
+__all__ = ["App"]
+
+logger = logging.getLogger("workflowhttp")
+
+StartResponse = Callable[..., Any]
+
+
+class App:
+    """A workflowhttp application: the WSGI callable.
+
+    Args:
+        controllers: Controller classes and route functions (decorated with ``http.*``).
+        listeners: Listener classes (built once, constructor injected) or objects with
+            ``@listener`` methods, or functions marked with ``@listener``.
+        providers: Services for injection (see :mod:`workflowhttp.di`).
+        limits: The :class:`Limits` on what a request may make the app read.
+        debug: Show tracebacks in 500 responses. Never in production.
+
+    Raises:
+        ConfigurationError: any configuration error, here and not at the first request.
+    """
+
+    def __init__(
+        self,
+        controllers: Iterable[Any] = (),
+        listeners: Iterable[Any] = (),
+        providers: Iterable[Any] = (),
+        *,
+        limits: Limits | None = None,
+        debug: bool = False,
+    ) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(f"limits must be a Limits, not {type(limits).__name__}")
+        self.debug = debug
+        self.limits = limits or Limits()
+        self.request_class = Request.with_limits(self.limits)
+        self.container = Container(
+            list(providers), special={HttpEvent: _the_event, Request: _the_request}
+        )
+        self.router = Router()
+        self.router.adopt_callable = self._compile_callable
+        self._sequence = itertools.count()
+        self._registrations: list[Registration] = [
+            Registration(state, priority, next(self._sequence), function)
+            for state, priority, function in DEFAULT_LISTENERS
+        ]
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
+        for controller in controllers:
+            self._add_controller(controller)
+        for item in listeners:
+            self._add_listener_object(item)
+        self._compile()
+
+    # -- the request ---------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Make the event → walk the states → write the response."""
+        event = HttpEvent(self, environ)
+        try:
+            walk(event, self._listeners, self.limits.max_hops)
+            response = event.response
+            if response is None:
+                raise ConfigurationError("a response listener set event.response to None")
+        except Exception as ex:
+            response = self._last_resort(event, ex)
+        try:
+            return write(response, environ, start_response)
+        except Exception as ex:
+            response = self._last_resort(event, ex)
+            return write(response, environ, _restart(start_response))
+
+    def _last_resort(self, event: HttpEvent, error: Exception) -> JSONResponse:
+        """The 500 for what the workflow could not handle: stalls, loops, failing failures."""
+        if isinstance(error, (WorkflowStalled, WorkflowLoop)):
+            logger.error("%s (%s %s)", error, event.method, event.environ.get("PATH_INFO"))
+        else:
+            logger.error(
+                "unhandled error in state '%s' (%s %s)",
+                event.state,
+                event.method,
+                event.environ.get("PATH_INFO"),
+                exc_info=error,
+            )
+        body: dict[str, Any] = {"message": "Internal Server Error"}
+        if self.debug:
+            body["error"] = f"{type(error).__name__}: {error}"
+            body["traceback"] = traceback.format_exception(error)
+        return JSONResponse(body, 500)
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def listen(
+        self,
+        token: ListenerToken | str,
+        function: Listener | None = None,
+        *,
+        priority: int = 0,
+    ) -> Any:
+        """Subscribe ``function`` to a state's event: ``app.listen(token, fn)`` or a decorator.
+
+        Lower priorities run first; equal ones in registration order. Users default to 0, the
+        kernel sits at 100.
+        """
+        state = state_name(token)
+        if function is None:
+
+            def decorate(function: Listener) -> Listener:
+                self.listen(state, function, priority=priority)
+                return function
+
+            return decorate
+        self._register(state, priority, function)
+        self._compile()
+        return function
+
+    def add_controller(self, controller: Any) -> None:
+        """Add a controller class or route function after the app is built."""
+        self._add_controller(controller)
+
+    def add_listener(self, listener: Any) -> None:
+        """Add a listener class or object (as in ``App(listeners=[...])``) after the build."""
+        self._add_listener_object(listener)
+        self._compile()
+
+    def url_for(self, name: str, **params: Any) -> str:
+        """Build the path of the route named ``name``; extra params become the query."""
+        return self.router.url_for(name, **params)
+
+    @property
+    def routes(self) -> list[Route]:
+        """The app's routes, in registration order."""
+        return list(self.router.routes)
+
+    def listeners(self, token: ListenerToken | str) -> tuple[Listener, ...]:
+        """The listeners of a state, in the order they run (the kernel's included)."""
+        return self._listeners[state_name(token)]
+
+    def _register(self, state: str, priority: int, function: Any) -> None:
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ConfigurationError(f"listener priority must be an int, not {priority!r}")
+        self._registrations.append(
+            Registration(state, priority, next(self._sequence), check_listener(function))
+        )
+
+    def _compile(self) -> None:
+        # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
+        self._listeners = compile_listeners(self._registrations)
+
+    def _add_listener_object(self, item: Any) -> None:
+        if isinstance(item, type):
+            make = self.container.constructor(
+                item, consumer=item.__qualname__, request_scope=False
+            )
+            instance = make(None)
+        elif callable(item) and getattr(item, "__workflowhttp_listens__", None):
+            for state, priority in item.__workflowhttp_listens__:
+                self._register(state, priority, item)
+            return
+        else:
+            instance = item
+        marked = marked_listeners(instance)
+        if not marked:
+            raise ConfigurationError(f"{item!r} has no @listener methods")
+        for state, priority, function in marked:
+            self._register(state, priority, function)
+
+    def _add_controller(self, controller: Any) -> None:
+        if isinstance(controller, type):
+            routes = self._class_routes(controller)
+        else:
+            routes = self._function_routes(controller)
+        if not routes:
+            raise ConfigurationError(f"controller {controller!r} declares no routes")
+        for route in routes:
+            self.router.add(route)
+
+    def _function_routes(self, function: Any) -> list[Route]:
+        specs = route_specs(function)
+        routes = []
+        for spec in specs:
+            route = Route(
+                spec.path,
+                spec.methods,
+                function,
+                name=spec.route_name,
+                groups=spec.groups,
+                data=spec.route_data,
+                description=spec.route_description,
+            )
+            self._bind(route, function, None)
+            routes.append(route)
+        return routes
+
+    def _class_routes(self, cls: type) -> list[Route]:
+        spec = controller_spec(cls)
+        base = spec.base if spec else ""
+        class_groups = spec.groups if spec else ()
+        factory = None
+        routes = []
+        for name, member in inspect.getmembers(cls):
+            for route_spec in route_specs(member):
+                if factory is None:
+                    factory = self.container.constructor(
+                        cls, consumer=cls.__qualname__, request_scope=True
+                    )
+                is_static = isinstance(inspect.getattr_static(cls, name), staticmethod)
+                route = Route(
+                    join_paths(base, route_spec.path),
+                    route_spec.methods,
+                    member,
+                    name=route_spec.route_name,
+                    groups=tuple(dict.fromkeys((*class_groups, *route_spec.groups))),
+                    data=route_spec.route_data,
+                    description=route_spec.route_description,
+                    controller=cls,
+                )
+                self._bind(route, member, None if is_static else factory)
+                routes.append(route)
+        return routes
+
+    def _bind(self, route: Route, function: Callable[..., Any], factory: Any) -> None:
+        """Compile the route's parameter plan and the callable that runs its controller."""
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            raise ConfigurationError(f"{route.name}: async controllers need an ASGI server")
+        plan = build_plan(function, route.param_names, self.container,
+                          skip_first=factory is not None)
+        route.plan = plan
+        route.invoke = _invoker(function, factory, bool(plan.resolvers))
+
+    def _compile_callable(self, function: Callable[..., Any]) -> Route:
+        route = Route("/", ("*",), function)
+        self._bind(route, function, None)
+        return route
+
+
+def _invoker(
+    function: Callable[..., Any], factory: Callable[[Any], Any] | None, has_parameters: bool
+) -> Callable[[HttpEvent], Any]:
+    # PERF: one specialised closure per route, chosen at start-up.
+    if factory is None:
+        if has_parameters:
+            return lambda event: function(**event.parameters)
+        return lambda event: function()
+    if has_parameters:
+        return lambda event: function(factory(event), **event.parameters)
+    return lambda event: function(factory(event))
+
+
+def _the_event(event: HttpEvent) -> HttpEvent:
+    return event
+
+
+def _the_request(event: HttpEvent) -> Request:
+    return event.request
+
+
+def _restart(start_response: StartResponse) -> StartResponse:
+    """Let the last-resort response replace headers already started (PEP 3333 exc_info)."""
+
+    def restart(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, headers, sys.exc_info())
+
+    return restart

@@ -1,0 +1,247 @@
+"""Dependency injection: providers, scopes, and the accessors compiled from them.
+
+``App(providers=[...])`` takes:
+
+* a class: provides itself, built with its constructor's dependencies (by type hint);
+* a function with a return annotation: a factory providing that type, its parameters injected;
+* any other object: an instance providing its own class;
+* ``Provider(type, factory_or_instance, scope="request")`` to be explicit.
+
+Services are singletons (one per app, built on first use, so a gunicorn worker builds its own
+after the fork) unless registered with ``scope="request"``: then one instance per request,
+cached on the event. A request-scoped factory may take the ``HttpEvent`` or the ``Request``.
+Every dependency is checked when the app is built: a type nobody provides, a cycle, or a
+singleton depending on a request-scoped service is a ``ConfigurationError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["Container", "Provider"]
+
+SINGLETON = "singleton"
+REQUEST = "request"
+_UNSET: Any = object()
+
+Accessor = Callable[[Any], Any]
+"""Return a dependency's value for one request's event (``None`` outside a request)."""
+
+
+class Provider:
+    """Provide ``provides`` from a class, a factory or an instance, in a scope.
+
+    Args:
+        provides: The type that parameters are annotated with.
+        use: A class or factory called with its dependencies injected, or an instance. Default:
+            ``provides`` itself.
+        scope: ``"singleton"`` (default) or ``"request"``.
+    """
+
+    __slots__ = ("provides", "use", "scope")
+
+    def __init__(self, provides: type, use: Any = _UNSET, *, scope: str = SINGLETON) -> None:
+        if scope not in (SINGLETON, REQUEST):
+            raise ConfigurationError(f"scope must be 'singleton' or 'request', not {scope!r}")
+        self.provides = provides
+        self.use = provides if use is _UNSET else use
+        self.scope = scope
+
+    @classmethod
+    def of(cls, item: Any) -> Provider:
+        """Interpret one entry of ``App(providers=[...])``."""
+        if isinstance(item, Provider):
+            return item
+        if isinstance(item, type):
+            return cls(item)
+        if inspect.isfunction(item) or inspect.ismethod(item):
+            returns = _hints(item).get("return")
+            if not isinstance(returns, type):
+                raise ConfigurationError(
+                    f"factory {item.__qualname__} needs a class as return annotation"
+                )
+            return cls(returns, item)
+        return cls(type(item), _Instance(item))
+
+    def __repr__(self) -> str:
+        return f"Provider({self.provides.__name__}, scope={self.scope!r})"
+
+
+class _Instance:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _hints(function: Any) -> dict[str, Any]:
+    target = function.__init__ if isinstance(function, type) else function
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception as ex:
+        name = getattr(function, "__qualname__", repr(function))
+        raise ConfigurationError(f"cannot resolve the annotations of {name}: {ex}") from None
+
+
+def _parameters(function: Any) -> list[inspect.Parameter]:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p
+        for p in signature.parameters.values()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+
+
+class Container:
+    """The providers of one app, compiled into accessors."""
+
+    def __init__(self, providers: list[Any], special: dict[type, Accessor]) -> None:
+        """Register ``providers``; ``special`` maps per-request types (event, request)."""
+        self._providers: dict[type, Provider] = {}
+        self._special = special
+        self._accessors: dict[type, Accessor] = {}
+        self._resolving: list[type] = []
+        self._lock = threading.RLock()
+        for item in providers:
+            provider = Provider.of(item)
+            if provider.provides in self._providers:
+                raise ConfigurationError(f"{provider.provides.__name__} is provided twice")
+            self._providers[provider.provides] = provider
+        for provides in list(self._providers):
+            self.accessor(provides, consumer="the providers", request_scope=True)
+
+    def provides(self, annotation: Any) -> bool:
+        """Return whether ``annotation`` is a provided or per-request type."""
+        return isinstance(annotation, type) and (
+            annotation in self._providers or self._special_for(annotation) is not None
+        )
+
+    def scope_of(self, annotation: type) -> str:
+        provider = self._providers.get(annotation)
+        return provider.scope if provider is not None else REQUEST
+
+    def _special_for(self, annotation: type) -> Accessor | None:
+        for special, accessor in self._special.items():
+            if issubclass(special, annotation) or issubclass(annotation, special):
+                return accessor
+        return None
+
+    def accessor(self, annotation: Any, *, consumer: str, request_scope: bool) -> Accessor:
+        """Return the accessor of ``annotation``'s value, validating the whole dependency tree.
+
+        Args:
+            consumer: Names who asks, for error messages.
+            request_scope: Whether the consumer lives per request (else request-scoped
+                services and per-request types are refused).
+        """
+        if not isinstance(annotation, type):
+            raise ConfigurationError(f"{consumer}: cannot inject {annotation!r}")
+        provider = self._providers.get(annotation)
+        if provider is None:
+            special = self._special_for(annotation)
+            if special is None:
+                raise ConfigurationError(
+                    f"{consumer}: no provider for {annotation.__qualname__}; "
+                    f"add it to App(providers=[...])"
+                )
+            if not request_scope:
+                raise ConfigurationError(
+                    f"{consumer}: {annotation.__name__} exists per request, but {consumer} "
+                    f"is a singleton"
+                )
+            return special
+        if provider.scope == REQUEST and not request_scope:
+            raise ConfigurationError(
+                f"{consumer}: {annotation.__name__} is request-scoped, but {consumer} is a "
+                f"singleton"
+            )
+        cached = self._accessors.get(annotation)
+        if cached is not None:
+            return cached
+        if annotation in self._resolving:
+            cycle = " → ".join(t.__name__ for t in (*self._resolving, annotation))
+            raise ConfigurationError(f"dependency cycle: {cycle}")
+        self._resolving.append(annotation)
+        try:
+            accessor = self._compile(provider)
+        finally:
+            self._resolving.pop()
+        self._accessors[annotation] = accessor
+        return accessor
+
+    def constructor(self, use: Any, *, consumer: str, request_scope: bool) -> Accessor:
+        """Return an accessor that calls ``use`` with its dependencies injected."""
+        arguments: list[tuple[str, Accessor]] = []
+        hints = _hints(use)
+        for parameter in _parameters(use):
+            annotation = hints.get(parameter.name, parameter.annotation)
+            if annotation is inspect.Parameter.empty or not self.provides(annotation):
+                if parameter.default is not inspect.Parameter.empty:
+                    continue
+                shown = getattr(annotation, "__qualname__", annotation)
+                if annotation is inspect.Parameter.empty:
+                    shown = "no annotation"
+                raise ConfigurationError(
+                    f"{consumer}: cannot inject parameter {parameter.name!r} ({shown}); "
+                    f"provide it with App(providers=[...])"
+                )
+            arguments.append(
+                (parameter.name, self.accessor(annotation, consumer=consumer,
+                                               request_scope=request_scope))
+            )
+        if not arguments:
+            return lambda event: use()
+        names = tuple(name for name, _ in arguments)
+        getters = tuple(getter for _, getter in arguments)
+
+        def construct(event: Any) -> Any:
+            return use(**{name: get(event) for name, get in zip(names, getters)})
+
+        return construct
+
+    def _compile(self, provider: Provider) -> Accessor:
+        use = provider.use
+        name = provider.provides.__qualname__
+        request_scope = provider.scope == REQUEST
+        if isinstance(use, _Instance):
+            value = use.value
+            make: Accessor = lambda event: value  # noqa: E731
+        else:
+            make = self.constructor(use, consumer=name, request_scope=request_scope)
+        if request_scope:
+            key = provider.provides
+
+            def scoped(event: Any) -> Any:
+                cache = event._scoped
+                if cache is None:
+                    cache = event._scoped = {}
+                value = cache.get(key, _UNSET)
+                if value is _UNSET:
+                    value = cache[key] = make(event)
+                return value
+
+            return scoped
+        if isinstance(use, _Instance):
+            return make
+        cell: list[Any] = [_UNSET]
+        lock = self._lock
+
+        def singleton(event: Any) -> Any:
+            value = cell[0]
+            if value is _UNSET:
+                with lock:  # built once per process, on first use (after gunicorn's fork)
+                    value = cell[0]
+                    if value is _UNSET:
+                        value = cell[0] = make(None)
+            return value
+
+        return singleton

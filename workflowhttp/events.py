@@ -1,0 +1,252 @@
+"""The event that travels with a request through the workflow, and the order of listeners."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from .errors import AccessDenied, ConfigurationError, IllegalTransition
+from .workflow import (
+    ACCESS_DENIED,
+    ALLOWED,
+    AUTH,
+    RESPONSE,
+    ROUTE,
+    ROUTE_NOT_FOUND,
+    STATES,
+    ListenerToken,
+    state_name,
+)
+
+if TYPE_CHECKING:
+    from .app import App
+    from .request import Request
+    from .routing import Route
+
+__all__ = ["HttpEvent", "compile_listeners", "listener"]
+
+_NO_PARAMS: dict[str, str] = {}
+
+
+class HttpEvent:
+    """One request's journey through the workflow; its fields fill in as the request advances.
+
+    Attributes:
+        state: The current state's name.
+        route: The matched :class:`~workflowhttp.routing.Route`, or ``None``.
+        path_params: The raw matched path values, by name.
+        parameters: The controller's resolved arguments, by name.
+        result: The controller's return value (or what ``send()`` was given).
+        status: The status given to ``send()``, overriding the rendered one.
+        response: The rendered response (set in ``response``); listeners may assign it.
+        error: The exception, in failure states.
+    """
+
+    __slots__ = (
+        "app",
+        "environ",
+        "state",
+        "route",
+        "path_params",
+        "parameters",
+        "result",
+        "status",
+        "response",
+        "error",
+        "allowed_methods",
+        "_next",
+        "_stopped",
+        "_sent",
+        "_request",
+        "_store",
+        "_query",
+        "_scoped",
+    )
+
+    def __init__(self, app: App, environ: dict[str, Any]) -> None:
+        self.app = app
+        self.environ = environ
+        self.state = "request"
+        self.route: Route | None = None
+        self.path_params: dict[str, str] = _NO_PARAMS
+        self.parameters: dict[str, Any] = _NO_PARAMS
+        self.result: Any = None
+        self.status: int | None = None
+        self.response: Any = None
+        self.error: BaseException | None = None
+        self.allowed_methods: tuple[str, ...] = ()
+        self._next: str | None = None
+        self._stopped = False
+        self._sent = False
+        self._request: Request | None = None
+        self._store: dict[str, Any] | None = None
+        self._query: dict[str, list[str]] | None = None
+        self._scoped: dict[Any, Any] | None = None
+
+    # -- what the request carries -------------------------------------------------------------
+
+    @property
+    def request(self) -> Request:
+        """The :class:`~workflowhttp.Request`, built on first access (PERF: most requests never
+        need werkzeug's request object)."""
+        request = self._request
+        if request is None:
+            request = self._request = self.app.request_class(self.environ)
+        return request
+
+    @property
+    def store(self) -> dict[str, Any]:
+        """A dict for passing data between listeners, resolvers and the controller."""
+        store = self._store
+        if store is None:
+            store = self._store = {}
+        return store
+
+    @property
+    def method(self) -> str:
+        """The request method, upper case."""
+        return self.environ["REQUEST_METHOD"]  # type: ignore[no-any-return]
+
+    @property
+    def path(self) -> str:
+        """The request path as the router saw it (decoded, trailing slash kept)."""
+        return self.app.router.request_path(self.environ)
+
+    @property
+    def sent(self) -> bool:
+        """Whether a response has been scheduled (``send()`` or ``next("response")``)."""
+        return self._sent or self.state == RESPONSE
+
+    # -- moving on -----------------------------------------------------------------------------
+
+    def next(self, state: str) -> None:
+        """Schedule ``state`` as the next state; the last valid call within a state wins.
+
+        Raises:
+            IllegalTransition: the graph has no edge from the current state to ``state``.
+        """
+        allowed = ALLOWED[self.state]
+        if state not in allowed:
+            raise IllegalTransition(self.state, state, allowed)
+        self._next = state
+        self._sent = state == RESPONSE
+
+    def has_next(self) -> bool:
+        """Return whether a next state is scheduled."""
+        return self._next is not None
+
+    def clear_next(self) -> None:
+        """Forget the scheduled next state (and a scheduled response)."""
+        self._next = None
+        self._sent = False
+
+    def send(self, result: Any, status: int | None = None) -> None:
+        """Answer with ``result`` (rendered like a controller's return value); go to ``response``.
+
+        Legal from every state but ``response`` itself, where ``event.response`` is assigned.
+        """
+        if self.state == RESPONSE:
+            raise IllegalTransition(RESPONSE, RESPONSE, ALLOWED[RESPONSE])
+        self.result = result
+        self.status = status
+        self.response = None
+        self._next = RESPONSE
+        self._sent = True
+
+    def access_denied(self, message: str | None = None) -> None:
+        """Move to ``access_denied``, which answers 403 with ``message``."""
+        self.next(ACCESS_DENIED)
+        self.error = AccessDenied(message)
+
+    def not_found(self) -> None:
+        """Move to ``route_not_found`` (legal in ``route`` only)."""
+        self.next(ROUTE_NOT_FOUND)
+
+    def stop_propagation(self) -> None:
+        """Skip the remaining listeners of the current state; a scheduled move still happens."""
+        self._stopped = True
+
+    def route_found(
+        self, route: Route | Callable[..., Any], path_params: dict[str, str] | None = None
+    ) -> None:
+        """Claim the request in ``route`` for ``route`` (a Route or a plain callable).
+
+        A plain callable is compiled into a route once and cached, so its parameters resolve
+        like any controller's.
+        """
+        if self.state != ROUTE:
+            raise IllegalTransition(self.state, AUTH, ALLOWED[self.state])
+        self.route = self.app.router.adopt(route)
+        self.path_params = path_params or {}
+        self.allowed_methods = ()
+        self.next(AUTH)
+
+    def __repr__(self) -> str:
+        method = self.environ.get("REQUEST_METHOD")
+        return f"<HttpEvent {method} {self.environ.get('PATH_INFO')!r} in {self.state!r}>"
+
+
+# -- listeners ---------------------------------------------------------------------------------
+
+Listener = Callable[[HttpEvent], Any]
+F = TypeVar("F", bound=Callable[..., Any])
+_LISTENS = "__workflowhttp_listens__"
+
+
+class Registration(NamedTuple):
+    """One listener subscribed to one state."""
+
+    state: str
+    priority: int
+    sequence: int
+    listener: Listener
+
+
+def listener(token: ListenerToken | str, priority: int = 0) -> Callable[[F], F]:
+    """Mark a method of a listener class as subscribed to ``token``'s state.
+
+    The class is given to ``App(listeners=[...])``, built once with its constructor
+    dependencies injected, and each marked method is registered with its priority.
+    """
+    state = state_name(token)
+
+    def mark(function: F) -> F:
+        marks = function.__dict__.setdefault(_LISTENS, [])
+        marks.append((state, priority))
+        return function
+
+    return mark
+
+
+def marked_listeners(instance: object) -> list[tuple[str, int, Listener]]:
+    """Return ``(state, priority, bound method)`` for each ``@listener`` method of ``instance``."""
+    found = []
+    for name, member in inspect.getmembers(type(instance)):
+        for state, priority in getattr(member, _LISTENS, ()):
+            found.append((state, priority, getattr(instance, name)))
+    return found
+
+
+def check_listener(function: Any) -> Listener:
+    """Return ``function`` if it can be called with the event alone, else raise."""
+    if not callable(function):
+        raise ConfigurationError(f"listener {function!r} is not callable")
+    try:
+        inspect.signature(function).bind(None)
+    except TypeError as ex:
+        raise ConfigurationError(
+            f"listener {getattr(function, '__qualname__', function)!r} must accept exactly one "
+            f"argument, the event: {ex}"
+        ) from None
+    except ValueError:  # builtins without a signature: trust them
+        pass
+    return function  # type: ignore[no-any-return]
+
+
+def compile_listeners(registrations: Iterable[Registration]) -> dict[str, tuple[Listener, ...]]:
+    """Order listeners per state: lower priority first, ties in registration order."""
+    table: dict[str, list[Listener]] = {state: [] for state in STATES}
+    for registration in sorted(registrations, key=lambda r: (r.priority, r.sequence)):
+        table[registration.state].append(registration.listener)
+    return {state: tuple(listeners) for state, listeners in table.items()}

@@ -1,0 +1,168 @@
+"""The kernel's own listeners: the framework's default behaviour, state by state.
+
+Each is an ordinary listener at priority 100 (rendering at -100, the route fallback at 1000), so
+a user listener (default 0) runs first and can take over any step. A kernel listener only acts
+when nothing is scheduled yet: once a listener has called ``send()`` or ``next()``, the kernel
+leaves the request alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+
+from .errors import AccessDenied, HTTPError, ParametersFailed
+from .events import HttpEvent
+from .responses import JSONResponse, Response, render
+from .workflow import (
+    ACCESS_DENIED,
+    AUTH,
+    CONTROLLER,
+    CONTROLLER_ERROR,
+    METHOD_NOT_ALLOWED,
+    PARAMETERS_FAILED,
+    REQUEST,
+    RESOLVE_PARAMETERS,
+    RESPONSE,
+    ROUTE,
+    ROUTE_NOT_FOUND,
+)
+
+logger = logging.getLogger("workflowhttp")
+
+KERNEL = 100
+RENDER = -100
+ROUTE_FALLBACK = 1000
+
+
+def schedule_route(event: HttpEvent) -> None:
+    if event._next is None:
+        event._next = ROUTE
+
+
+def match_route(event: HttpEvent) -> None:
+    """Match the router; found → ``auth``; an unmatched ``OPTIONS`` is answered 204."""
+    if event._next is not None:
+        return
+    environ = event.environ
+    router = event.app.router
+    method = environ["REQUEST_METHOD"]
+    route, found = router.match(method, router.request_path(environ))
+    if route is None:
+        event.allowed_methods = found
+        if method == "OPTIONS" and found:
+            event.send(Response(b"", 204, {"Allow": ", ".join(found)}, None))
+        return
+    event.route = route
+    event.path_params = found
+    event._next = AUTH
+
+
+def route_fallback(event: HttpEvent) -> None:
+    """Nothing matched and nothing scheduled: 405 when the path exists, else 404."""
+    if event._next is None:
+        event._next = METHOD_NOT_ALLOWED if event.allowed_methods else ROUTE_NOT_FOUND
+
+
+def send_not_found(event: HttpEvent) -> None:
+    if event._next is None:
+        event.send(JSONResponse({"message": "Not Found"}, 404))
+
+
+def send_method_not_allowed(event: HttpEvent) -> None:
+    if event._next is None:
+        allow = ", ".join(event.allowed_methods)
+        event.send(JSONResponse({"message": "Method Not Allowed"}, 405, {"Allow": allow}))
+
+
+def schedule_resolve_parameters(event: HttpEvent) -> None:
+    if event._next is None:
+        event._next = RESOLVE_PARAMETERS
+
+
+def resolve_parameters(event: HttpEvent) -> None:
+    """Resolve the controller's arguments by the route's plan; failure → ``parameters_failed``."""
+    if event._next is not None:
+        return
+    plan = event.route.plan  # type: ignore[union-attr]
+    if plan.resolvers:
+        try:
+            event.parameters = plan.resolve(event)
+        except ParametersFailed as ex:
+            event.error = ex
+            event._next = PARAMETERS_FAILED
+            return
+    else:
+        event.parameters = {}
+    event._next = CONTROLLER
+
+
+def call_controller(event: HttpEvent) -> None:
+    """Call the controller; its return value becomes ``event.result``."""
+    if event._next is not None:
+        return
+    event.result = event.route.invoke(event)  # type: ignore[union-attr]
+    if event._next is None:  # the controller may have scheduled something itself
+        event._next = RESPONSE
+
+
+def send_access_denied(event: HttpEvent) -> None:
+    if event._next is None:
+        error = event.error if isinstance(event.error, AccessDenied) else AccessDenied()
+        event.send(JSONResponse(error.to_body(), 403, error.headers))
+
+
+def send_parameters_failed(event: HttpEvent) -> None:
+    if event._next is None:
+        error = event.error
+        if not isinstance(error, ParametersFailed):
+            error = ParametersFailed([])
+        event.send(JSONResponse(error.to_body(), 400))
+
+
+def send_controller_error(event: HttpEvent) -> None:
+    """``HTTPError`` (ours or werkzeug's) → its status; anything else → a logged 500."""
+    if event._next is None:
+        event.send(error_response(event.error, event, debug=event.app.debug))
+
+
+def render_result(event: HttpEvent) -> None:
+    """Render ``event.result`` into ``event.response`` unless a listener already set one."""
+    if event.response is None:
+        event.response = render(event.result, event.status)
+
+
+def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool) -> Response:
+    """Return the JSON response for ``error``, logging the unexpected ones."""
+    if isinstance(error, HTTPError):
+        return JSONResponse(error.to_body(), error.status, error.headers)
+    if isinstance(error, HTTPException):
+        status = error.code or 500
+        return JSONResponse({"message": error.description or error.name}, status)
+    logger.error("error in %s %s", event.method, event.environ.get("PATH_INFO"), exc_info=error)
+    body: dict[str, Any] = {"message": "Internal Server Error"}
+    if debug and error is not None:
+        body["error"] = f"{type(error).__name__}: {error}"
+        body["traceback"] = traceback.format_exception(error)
+    return JSONResponse(body, 500)
+
+
+DEFAULT_LISTENERS: tuple[tuple[str, int, Callable[[HttpEvent], None]], ...] = (
+    (REQUEST, KERNEL, schedule_route),
+    (ROUTE, KERNEL, match_route),
+    (ROUTE, ROUTE_FALLBACK, route_fallback),
+    (ROUTE_NOT_FOUND, KERNEL, send_not_found),
+    (METHOD_NOT_ALLOWED, KERNEL, send_method_not_allowed),
+    (AUTH, KERNEL, schedule_resolve_parameters),
+    (RESOLVE_PARAMETERS, KERNEL, resolve_parameters),
+    (CONTROLLER, KERNEL, call_controller),
+    (ACCESS_DENIED, KERNEL, send_access_denied),
+    (PARAMETERS_FAILED, KERNEL, send_parameters_failed),
+    (CONTROLLER_ERROR, KERNEL, send_controller_error),
+    (RESPONSE, RENDER, render_result),
+)
+"""The kernel's listeners: ``(state, priority, listener)``."""

@@ -1,0 +1,417 @@
+"""Parameter plans: how each controller argument is found, decided once per route at start-up.
+
+For every parameter of a controller, in this order:
+
+1. its name is a path parameter → the matched path value, converted to the annotation;
+2. ``Annotated[T, Query("n")]``, ``Header("X-Key")``, ``Cookie("n")`` or ``Body()`` → that source;
+3. ``HttpEvent``, ``Request`` or a provided service type → injected;
+4. a dataclass, ``msgspec.Struct`` or ``TypedDict`` (or a list of them) → the request body,
+   decoded from JSON (or converted from form data);
+5. any other type ``msgspec`` can convert (``str``, ``int``, ``bool``, ``UUID``, ``date``,
+   ``Literal``, ``list[int]`` for repeated keys, ...) → the query string.
+
+A default makes a parameter optional. Conversion uses ``msgspec`` (strict for JSON, lax for
+strings from the path, query, headers, cookies and forms). Every failure is collected into one
+:class:`~workflowhttp.errors.ParametersFailed` (400), each error at its path: the parameter
+name, or the dotted location inside the body document (``"user.age"``, ``"items.0.name"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+import msgspec.inspect as msgspec_inspect
+
+from .errors import BadRequest, ConfigurationError, ParametersFailed, UnsupportedMediaType
+from .request import check_json_depth, query_of, read_body
+
+if TYPE_CHECKING:
+    from .di import Container
+    from .events import HttpEvent
+
+__all__ = ["Body", "Cookie", "Header", "ParameterPlan", "Query", "build_plan"]
+
+_MISSING: Any = object()
+Resolver = Callable[["HttpEvent"], Any]
+
+
+class _Source:
+    __slots__ = ("name",)
+    kind = ""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})" if self.name else f"{type(self).__name__}()"
+
+
+class Query(_Source):
+    """``Annotated[T, Query("n")]``: the query parameter ``n`` (default: the parameter's name)."""
+
+    kind = "query"
+
+
+class Header(_Source):
+    """``Annotated[T, Header("X-Key")]``: a request header (default: ``x_key`` → ``X-Key``)."""
+
+    kind = "header"
+
+
+class Cookie(_Source):
+    """``Annotated[T, Cookie("n")]``: a cookie (default: the parameter's name)."""
+
+    kind = "cookie"
+
+
+class Body(_Source):
+    """``Annotated[T, Body()]``: the request body as ``T`` (``bytes``, ``str`` or a JSON type)."""
+
+    kind = "body"
+
+
+class _Failure(Exception):
+    """One parameter failed; carries the errors at their paths."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+
+
+class ParameterPlan:
+    """The resolvers of one controller's parameters, in signature order."""
+
+    __slots__ = ("resolvers", "names")
+
+    def __init__(self, resolvers: list[tuple[str, Resolver]]) -> None:
+        self.resolvers = tuple(resolvers)
+        self.names = tuple(name for name, _ in resolvers)
+
+    def resolve(self, event: HttpEvent) -> dict[str, Any]:
+        """Return the arguments by name.
+
+        Raises:
+            ParametersFailed: one or more parameters failed, with every error found.
+        """
+        arguments: dict[str, Any] = {}
+        errors: list[dict[str, str]] | None = None
+        for name, resolver in self.resolvers:
+            try:
+                value = resolver(event)
+            except _Failure as failure:
+                errors = (errors or []) + failure.errors
+                continue
+            if value is not _MISSING:
+                arguments[name] = value
+        if errors:
+            raise ParametersFailed(errors)
+        return arguments
+
+
+# -- building a plan ---------------------------------------------------------------------------
+
+
+def build_plan(
+    function: Callable[..., Any],
+    path_names: tuple[str, ...],
+    container: Container,
+    *,
+    skip_first: bool = False,
+) -> ParameterPlan:
+    """Compile the plan of ``function``'s parameters (``skip_first`` skips ``self``)."""
+    qualname = getattr(function, "__qualname__", repr(function))
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as ex:
+        raise ConfigurationError(f"cannot resolve the annotations of {qualname}: {ex}") from None
+    parameters = list(inspect.signature(function).parameters.values())
+    if skip_first:
+        parameters = parameters[1:]
+    resolvers: list[tuple[str, Resolver]] = []
+    for parameter in parameters:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise ConfigurationError(f"{qualname}: positional-only parameter {parameter.name!r}")
+        annotation = hints.get(parameter.name, str)
+        default = parameter.default if parameter.default is not inspect.Parameter.empty else _MISSING
+        where = f"{qualname}, parameter {parameter.name!r}"
+        resolvers.append(
+            (parameter.name, _resolver(parameter.name, annotation, default, path_names,
+                                       container, where))
+        )
+    return ParameterPlan(resolvers)
+
+
+def _resolver(
+    name: str,
+    annotation: Any,
+    default: Any,
+    path_names: tuple[str, ...],
+    container: Container,
+    where: str,
+) -> Resolver:
+    bare, source = _unwrap(annotation)
+    if source is None and name in path_names:
+        return _path_resolver(name, annotation, _converter(annotation, where))
+    if source is None and isinstance(bare, type) and container.provides(bare):
+        return container.accessor(bare, consumer=where, request_scope=True)
+    if isinstance(source, Body) or (source is None and _is_body_type(bare)):
+        return _body_resolver(name, annotation, bare, default, where)
+    if isinstance(source, Header):
+        header = source.name or name.replace("_", "-")
+        key = header.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        convert = _converter(annotation, where)
+        return _scalar_resolver(name, header, default, convert,
+                                lambda event: event.environ.get(key))
+    if isinstance(source, Cookie):
+        cookie = source.name or name
+        convert = _converter(annotation, where)
+        return _scalar_resolver(name, cookie, default, convert,
+                                lambda event: _cookies(event).get(cookie))
+    query_name = source.name if isinstance(source, Query) and source.name else name
+    return _query_resolver(name, query_name, annotation, bare, default, where)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, _Source | None]:
+    """Return the annotation without ``Annotated``/``Optional``, and its source marker."""
+    source = None
+    if typing.get_origin(annotation) is Annotated:
+        for meta in annotation.__metadata__:
+            if isinstance(meta, _Source):
+                source = meta
+            elif isinstance(meta, type) and issubclass(meta, _Source):
+                source = meta()
+        annotation = annotation.__origin__
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or _is_union_type(annotation):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            inner, inner_source = _unwrap(members[0])
+            return inner, source or inner_source
+    return annotation, source
+
+
+def _is_union_type(annotation: Any) -> bool:
+    import types
+
+    return isinstance(annotation, types.UnionType)
+
+
+def _is_body_type(annotation: Any) -> bool:
+    """Dataclasses, Structs and TypedDicts (or lists of them) come from the body."""
+    if isinstance(annotation, type) and (
+        dataclasses.is_dataclass(annotation)
+        or issubclass(annotation, msgspec.Struct)
+        or typing.is_typeddict(annotation)
+    ):
+        return True
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        return any(_is_body_type(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _check_convertible(annotation: Any, where: str) -> None:
+    """Raise ``ConfigurationError`` when msgspec cannot convert to ``annotation``."""
+    try:
+        info = msgspec_inspect.type_info(annotation)
+    except Exception as ex:
+        raise ConfigurationError(f"{where}: unsupported annotation {annotation!r}: {ex}") from None
+    seen: set[int] = set()
+    stack: list[Any] = [info]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, msgspec_inspect.CustomType):
+            raise ConfigurationError(
+                f"{where}: cannot resolve {node.cls.__qualname__}: not a path, query, header, "
+                f"cookie or body type and no provider for it"
+            )
+        for field in getattr(node, "__struct_fields__", ()):
+            value = getattr(node, field)
+            values = value if isinstance(value, tuple) else (value,)
+            stack.extend(v for v in values if isinstance(v, msgspec.Struct))
+
+
+# -- conversion and error paths -------------------------------------------------------------
+
+_AT = re.compile(r" - at `\$(.*)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]*)`")
+
+
+def _error_path(message: str, root: str) -> tuple[str, str]:
+    """Turn msgspec's ``... - at `$.a[0].b``` into ``("a.0.b", "...")``."""
+    location = ""
+    matched = _AT.search(message)
+    if matched:
+        location = matched.group(1)
+        message = message[: matched.start()]
+    parts = [p for p in re.split(r"[.\[\]]+", location) if p]
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        parts.append(missing.group(1))
+    return (".".join(parts) if parts else root), message
+
+
+def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
+    """Return a lax converter from strings to ``annotation`` (``msgspec.convert``)."""
+    bare, _ = _unwrap(annotation)
+    # Strip our source markers: msgspec does not know them.
+    annotation = _without_sources(annotation)
+    if bare is str and annotation is str:
+        return _identity
+    if bare is int and annotation is int:
+        return _to_int
+    _check_convertible(annotation, where)
+    return lambda value: msgspec.convert(value, annotation, strict=False)
+
+
+def _without_sources(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is Annotated:
+        kept = tuple(
+            m for m in annotation.__metadata__
+            if not (isinstance(m, _Source) or (isinstance(m, type) and issubclass(m, _Source)))
+        )
+        inner = _without_sources(annotation.__origin__)
+        return Annotated[(inner, *kept)] if kept else inner  # type: ignore[return-value]
+    return annotation
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _to_int(value: str) -> int:
+    # PERF: the common case skips msgspec; int() alone would accept " 1", "1_0" and "٣".
+    if value.isascii() and value.isdigit():
+        return int(value)
+    return msgspec.convert(value, int, strict=False)  # type: ignore[no-any-return]
+
+
+def _fail(name: str, ex: Exception) -> _Failure:
+    """Report a body error at its location inside the body (the parameter name at the root)."""
+    location, message = _error_path(str(ex), name)
+    return _Failure([{"path": location, "message": message}])
+
+
+def _path_resolver(name: str, annotation: Any, convert: Callable[[Any], Any]) -> Resolver:
+    def resolve(event: HttpEvent) -> Any:
+        try:
+            return convert(event.path_params[name])
+        except (msgspec.ValidationError, ValueError) as ex:
+            raise _Failure([{"path": name, "message": _error_path(str(ex), name)[1]}]) from None
+
+    return resolve
+
+
+def _scalar_resolver(
+    name: str,
+    label: str,
+    default: Any,
+    convert: Callable[[Any], Any],
+    read: Callable[[HttpEvent], str | None],
+) -> Resolver:
+    def resolve(event: HttpEvent) -> Any:
+        raw = read(event)
+        if raw is None:
+            if default is _MISSING:
+                raise _Failure([{"path": name, "message": f"Missing required value `{label}`"}])
+            return default
+        try:
+            return convert(raw)
+        except (msgspec.ValidationError, ValueError) as ex:
+            raise _Failure([{"path": name, "message": _error_path(str(ex), name)[1]}]) from None
+
+    return resolve
+
+
+def _query_resolver(
+    name: str, query_name: str, annotation: Any, bare: Any, default: Any, where: str
+) -> Resolver:
+    many = typing.get_origin(bare) in (list, tuple, set, frozenset)
+    convert = _converter(annotation, where)
+
+    def resolve(event: HttpEvent) -> Any:
+        values = query_of(event).get(query_name)
+        if values is None:
+            if default is _MISSING:
+                raise _Failure(
+                    [{"path": name, "message": f"Missing required query parameter `{query_name}`"}]
+                )
+            return default
+        try:
+            return convert(values if many else values[0])
+        except (msgspec.ValidationError, ValueError) as ex:
+            location, message = _error_path(str(ex), name)
+            if location != name:  # a list item: "tags.1"
+                location = f"{name}.{location}"
+            raise _Failure([{"path": location, "message": message}]) from None
+
+    return resolve
+
+
+def _cookies(event: HttpEvent) -> dict[str, str]:
+    from werkzeug.http import parse_cookie
+
+    if event._request is not None:
+        return event._request.cookies  # type: ignore[return-value]
+    return parse_cookie(event.environ.get("HTTP_COOKIE", ""))  # type: ignore[return-value]
+
+
+_JSON_TYPES = ("application/json",)
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: str) -> Resolver:
+    annotation = _without_sources(annotation)
+    raw = bare in (bytes, bytearray)
+    text = bare is str
+    if not (raw or text):
+        _check_convertible(annotation, where)
+    decoder = msgspec.json.Decoder(annotation) if not (raw or text) else None
+
+    def resolve(event: HttpEvent) -> Any:
+        content_type = event.environ.get("CONTENT_TYPE", "")
+        mimetype = content_type.partition(";")[0].strip().lower()
+        if mimetype in _FORM_TYPES and not (raw or text):
+            form = event.request.form
+            if not form and default is not _MISSING:
+                return default
+            data = {key: values[0] if len(values) == 1 else values
+                    for key, values in form.lists()}
+            try:
+                return msgspec.convert(data, annotation, strict=False)
+            except msgspec.ValidationError as ex:
+                raise _fail(name, ex) from None
+        body = read_body(event)
+        if not body:
+            if default is not _MISSING:
+                return default
+            raise _Failure([{"path": name, "message": "Missing request body"}])
+        if raw:
+            return body
+        if text:
+            try:
+                return body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Failure([{"path": name, "message": "Body is not valid UTF-8"}]) from None
+        if mimetype and mimetype not in _JSON_TYPES and not mimetype.endswith("+json"):
+            raise UnsupportedMediaType(f"Cannot decode {mimetype} into {name}")
+        check_json_depth(body, event.app.limits.max_json_depth)
+        try:
+            return decoder.decode(body)  # type: ignore[union-attr]
+        except msgspec.ValidationError as ex:
+            raise _fail(name, ex) from None
+        except (msgspec.DecodeError, RecursionError) as ex:
+            raise BadRequest(f"Invalid JSON: {ex}") from None
+
+    return resolve

@@ -1,0 +1,537 @@
+"""Route declarations (``http.GET(...)``) and the compiled router.
+
+Decorators only *describe* routes: they attach a :class:`RouteSpec` to the function and return
+it unchanged. Nothing is registered globally, so several apps can share controllers.
+
+Paths are templates with ``{name}`` segments (one non-empty segment) and ``{name:path}`` (the
+rest of the path, one or more segments). A segment may mix text and parameters
+(``/files/{name}.{ext}``).
+
+Trailing-slash policy: a trailing slash is insignificant. ``/users`` and ``/users/`` are the same
+route, both when declared and when requested (like Falcon's ``strip_url_path_trailing_slash``);
+declaring both is a duplicate route. Only the root ``/`` keeps its slash.
+
+Matching (compiled once; its cost grows with the path's depth, not with the number of routes):
+
+1. A fully static path is one dict lookup.
+2. Otherwise a segment tree is walked. At each segment a static child beats a mixed-segment
+   pattern, which beats a ``{name}`` parameter, which beats ``{name:path}``; the walk backtracks
+   when a branch leads nowhere. So ``/users/admin`` wins over ``/users/{id}`` whatever the
+   declaration order.
+3. The first route found that accepts the method wins. When routes match the path but none
+   the method, the request is a 405 with their methods in ``Allow``. ``HEAD`` is served by
+   ``GET`` routes; ``OPTIONS`` without an explicit route is answered 204 with ``Allow``.
+
+SECURITY: no parameter value may be a ``..`` segment (a ``{name:path}`` value may contain no
+``..`` segment); such a path matches nothing (404), so a path parameter cannot climb out of a
+directory it is joined to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from .errors import BadRequest, ConfigurationError
+
+__all__ = ["Route", "RouteSpec", "Router", "http"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ANY = "*"
+_SPECS = "__workflowhttp_routes__"
+_CONTROLLER = "__workflowhttp_controller__"
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
+# SECURITY: a '%' not followed by two hex digits is malformed percent-encoding.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def normalize_path(path: str) -> str:
+    """Return ``path`` with one leading slash and no trailing slash (except the root)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    if len(path) > 1:
+        path = path.rstrip("/") or "/"
+    return path
+
+
+def join_paths(base: str, path: str) -> str:
+    """Join a controller's base path and a route's path."""
+    if not base or base == "/":
+        return normalize_path(path)
+    return normalize_path(normalize_path(base) + "/" + path.lstrip("/"))
+
+
+# -- declarations -------------------------------------------------------------------------------
+
+
+class RouteSpec:
+    """What a route decorator describes; chainable, then applied to a function.
+
+    ``http.GET("/users/{id}").name("user").group("admin")`` returns a spec; applying it to a
+    function attaches the spec and returns the function unchanged.
+    """
+
+    __slots__ = ("path", "methods", "route_name", "groups", "route_data", "route_description")
+
+    def __init__(self, path: str, methods: tuple[str, ...]) -> None:
+        if not isinstance(path, str):
+            raise ConfigurationError(f"route path must be a str, got {path!r}")
+        self.path = path
+        self.methods = methods
+        self.route_name: str | None = None
+        self.groups: tuple[str, ...] = ()
+        self.route_data: dict[str, Any] = {}
+        self.route_description = ""
+
+    def __call__(self, function: F) -> F:
+        if not callable(function):
+            raise ConfigurationError(f"{function!r} cannot be a controller: not callable")
+        target = function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
+        target.__dict__.setdefault(_SPECS, []).append(self)
+        return function
+
+    def name(self, name: str) -> RouteSpec:
+        """Name the route (for ``app.url_for``)."""
+        self.route_name = name
+        return self
+
+    def group(self, *groups: str) -> RouteSpec:
+        """Add groups (listeners can select routes by ``"admin" in event.route.groups``)."""
+        self.groups = _merge(self.groups, groups)
+        return self
+
+    def data(self, key: str, value: Any) -> RouteSpec:
+        """Attach a value to the route (``event.route.data[key]``)."""
+        self.route_data[key] = value
+        return self
+
+    def description(self, text: str) -> RouteSpec:
+        """Describe the route (shown by ``workflowhttp routes``)."""
+        self.route_description = text
+        return self
+
+    def _verb(self, method: str) -> RouteSpec:
+        if method == ANY:
+            self.methods = (ANY,)
+        elif ANY not in self.methods and method not in self.methods:
+            self.methods = (*self.methods, method)
+        return self
+
+    def GET(self) -> RouteSpec:  # noqa: N802 - verbs are upper case, as in the decorators
+        return self._verb("GET")
+
+    def HEAD(self) -> RouteSpec:  # noqa: N802
+        return self._verb("HEAD")
+
+    def POST(self) -> RouteSpec:  # noqa: N802
+        return self._verb("POST")
+
+    def PUT(self) -> RouteSpec:  # noqa: N802
+        return self._verb("PUT")
+
+    def PATCH(self) -> RouteSpec:  # noqa: N802
+        return self._verb("PATCH")
+
+    def DELETE(self) -> RouteSpec:  # noqa: N802
+        return self._verb("DELETE")
+
+    def OPTIONS(self) -> RouteSpec:  # noqa: N802
+        return self._verb("OPTIONS")
+
+    def ANY(self) -> RouteSpec:  # noqa: N802
+        return self._verb(ANY)
+
+
+class ControllerSpec:
+    """``@http.controller("/base")``: a base path and groups for a controller class."""
+
+    __slots__ = ("base", "groups")
+
+    def __init__(self, base: str = "") -> None:
+        self.base = base
+        self.groups: tuple[str, ...] = ()
+
+    def group(self, *groups: str) -> ControllerSpec:
+        self.groups = _merge(self.groups, groups)
+        return self
+
+    def __call__(self, cls: T) -> T:
+        if not isinstance(cls, type):
+            raise ConfigurationError(f"http.controller decorates classes, not {cls!r}")
+        setattr(cls, _CONTROLLER, self)
+        return cls
+
+
+class _Http:
+    """The route decorators: ``http.GET(path)``, ... and ``http.controller(base)``."""
+
+    def GET(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("GET",))
+
+    def HEAD(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("HEAD",))
+
+    def POST(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("POST",))
+
+    def PUT(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("PUT",))
+
+    def PATCH(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("PATCH",))
+
+    def DELETE(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("DELETE",))
+
+    def OPTIONS(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, ("OPTIONS",))
+
+    def ANY(self, path: str = "/") -> RouteSpec:  # noqa: N802
+        return RouteSpec(path, (ANY,))
+
+    def controller(self, base: Any = "") -> Any:
+        """Mark a class as a controller, with an optional base path.
+
+        Works as ``@http.controller``, ``@http.controller("/users")`` and
+        ``@http.controller("/users").group("admin")``.
+        """
+        if isinstance(base, type):
+            return ControllerSpec("")(base)
+        return ControllerSpec(base)
+
+
+http = _Http()
+
+
+def _merge(first: Iterable[str], second: Iterable[str]) -> tuple[str, ...]:
+    """Concatenate groups, first ones first, dropping duplicates."""
+    return tuple(dict.fromkeys((*first, *second)))
+
+
+def route_specs(function: Any) -> list[RouteSpec]:
+    """Return the specs attached to ``function`` by route decorators."""
+    target = function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
+    return list(getattr(target, _SPECS, ()))
+
+
+def controller_spec(cls: type) -> ControllerSpec | None:
+    """Return the ``@http.controller`` spec of ``cls``, if it has one."""
+    spec = cls.__dict__.get(_CONTROLLER)
+    return spec if isinstance(spec, ControllerSpec) else None
+
+
+# -- compiled routes ----------------------------------------------------------------------------
+
+
+class Route:
+    """A compiled route: one path template, its methods, and how to call its controller.
+
+    Attributes:
+        path: The full path template, the controller's base path included.
+        methods: The methods it answers (``("*",)`` for ``ANY``).
+        groups: Class groups first, then the method's, without duplicates.
+        name: The route name (explicit, or ``Class.method`` / the function's name).
+        data: Values attached with ``.data(key, value)``.
+        endpoint: The controller function (for a class controller, the function on the class).
+        controller: The controller class, or ``None`` for a plain function.
+    """
+
+    __slots__ = (
+        "path",
+        "methods",
+        "groups",
+        "name",
+        "data",
+        "description",
+        "endpoint",
+        "controller",
+        "param_names",
+        "plan",
+        "invoke",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        methods: tuple[str, ...],
+        endpoint: Callable[..., Any],
+        *,
+        name: str | None = None,
+        groups: tuple[str, ...] = (),
+        data: dict[str, Any] | None = None,
+        description: str = "",
+        controller: type | None = None,
+    ) -> None:
+        self.path = normalize_path(path)
+        self.methods = methods
+        self.endpoint = endpoint
+        self.controller = controller
+        self.name = name or (
+            f"{controller.__name__}.{endpoint.__name__}" if controller else endpoint.__name__
+        )
+        self.groups = groups
+        self.data = dict(data or {})
+        self.description = description
+        self.param_names = tuple(name for name, _ in _parse_template(self.path))
+        # Filled in by the app: the parameter plan and the callable that runs the controller.
+        self.plan: Any = None
+        self.invoke: Callable[[Any], Any] = _unbound
+
+    def url(self, **params: Any) -> str:
+        """Build this route's path from ``params`` (percent-encoded)."""
+        from urllib.parse import quote
+
+        missing = set(self.param_names) - set(params)
+        if missing:
+            raise ValueError(f"route {self.name!r} needs {', '.join(sorted(missing))}")
+
+        def fill(match: re.Match[str]) -> str:
+            value = str(params.pop(match.group(1)))
+            safe = "/" if match.group(2) == "path" else ""
+            return quote(value, safe=safe)
+
+        path = _PARAM.sub(fill, self.path)
+        if params:
+            from urllib.parse import urlencode
+
+            path += "?" + urlencode(params, doseq=True)
+        return path
+
+    def __repr__(self) -> str:
+        return f"<Route {'|'.join(self.methods)} {self.path} {self.name}>"
+
+
+def _unbound(event: Any) -> Any:
+    raise RuntimeError("route is not bound to an app")
+
+
+def _parse_template(path: str) -> list[tuple[str, str | None]]:
+    """Return ``(name, converter)`` for each parameter of a path template."""
+    return [(m.group(1), m.group(2)) for m in _PARAM.finditer(path)]
+
+
+class _Node:
+    """One segment position of the segment tree."""
+
+    __slots__ = ("static", "patterns", "param", "rest", "leaf")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.patterns: dict[str, tuple[re.Pattern[str], _Node]] = {}
+        self.param: _Node | None = None
+        self.rest: _Node | None = None  # the {name:path} leaf below this node
+        self.leaf: dict[str, Route] | None = None
+
+
+class Router:
+    """The compiled route table of one app."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._static: dict[str, dict[str, Route]] = {}
+        self._root = _Node()
+        self._names: dict[str, Route] = {}
+        self._adopted: dict[Any, Route] = {}
+        self.adopt_callable: Callable[[Callable[..., Any]], Route] | None = None
+
+    def add(self, route: Route) -> None:
+        """Add ``route``; a second route with the same method and path is an error."""
+        node = self._node_for(route.path)
+        leaf = node.leaf
+        if leaf is None:
+            leaf = node.leaf = {}
+        for method in route.methods:
+            other = leaf.get(method)
+            if other is not None:
+                raise ConfigurationError(
+                    f"duplicate route {method} {route.path}: {other.name} and {route.name}"
+                )
+            leaf[method] = route
+        if ANY in leaf and len(leaf) > 1:
+            raise ConfigurationError(f"duplicate route {route.path}: ANY overlaps other methods")
+        if not _PARAM.search(route.path):
+            self._static[route.path] = leaf
+        named = self._names.get(route.name)
+        if named is not None and named.path != route.path:
+            raise ConfigurationError(
+                f"route name {route.name!r} names both {named.path} and {route.path}"
+            )
+        self._names.setdefault(route.name, route)
+        self.routes.append(route)
+
+    def _node_for(self, path: str) -> _Node:
+        node = self._root
+        if path == "/":
+            return node
+        segments = path[1:].split("/")
+        for index, segment in enumerate(segments):
+            params = _parse_template(segment)
+            if not params:
+                node = node.static.setdefault(segment, _Node())
+                continue
+            converter = params[0][1]
+            if len(params) == 1 and _PARAM.fullmatch(segment):
+                if converter == "path":
+                    if index != len(segments) - 1:
+                        raise ConfigurationError(f"{{...:path}} must end the path: {path}")
+                    node.rest = node.rest or _Node()
+                    return node.rest
+                if converter is not None:
+                    raise ConfigurationError(f"unknown converter {converter!r} in {path}")
+                node.param = node.param or _Node()
+                node = node.param
+                continue
+            if any(conv is not None for _, conv in params):
+                raise ConfigurationError(f"converters need a whole segment: {segment} in {path}")
+            regex = _segment_regex(segment)
+            entry = node.patterns.get(regex.pattern)
+            if entry is None:
+                entry = node.patterns[regex.pattern] = (regex, _Node())
+            node = entry[1]
+        return node
+
+    # -- matching -------------------------------------------------------------------------
+
+    @staticmethod
+    def request_path(environ: dict[str, Any]) -> str:
+        """Return the decoded request path with the trailing slash stripped.
+
+        Raises:
+            BadRequest: the path is not valid UTF-8 or has malformed percent-encoding.
+        """
+        path: str = environ.get("PATH_INFO") or "/"
+        if not path.isascii():
+            try:
+                path = path.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                raise BadRequest("Invalid path encoding") from None
+        if "%" in path:
+            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+            if _BAD_PERCENT.search(raw.partition("?")[0]):
+                raise BadRequest("Invalid percent-encoding in path")
+        if len(path) > 1 and path[-1] == "/":
+            path = path.rstrip("/") or "/"
+        return path
+
+    def match(self, method: str, path: str) -> tuple[Route | None, Any]:
+        """Return ``(route, path_params)``, or ``(None, allowed_methods)`` on a miss.
+
+        ``allowed_methods`` is a tuple: empty when no route matches the path at all.
+        """
+        leaf = self._static.get(path)
+        if leaf is not None:
+            route = leaf.get(method) or leaf.get(ANY)
+            if route is None and method == "HEAD":
+                route = leaf.get("GET")
+            if route is not None:
+                return route, {}
+        allowed: set[str] = set()
+        captures: list[str] = []
+        route = _search(self._root, path[1:].split("/") if path != "/" else [], 0, method,
+                        captures, allowed)
+        if route is None:
+            return None, _allow_header_methods(allowed)
+        if not captures:
+            return route, {}
+        return route, dict(zip(route.param_names, captures))
+
+    def url_for(self, name: str, **params: Any) -> str:
+        """Build the path of the route named ``name``."""
+        route = self._names.get(name)
+        if route is None:
+            raise LookupError(f"no route named {name!r}")
+        return route.url(**params)
+
+    def adopt(self, route: Route | Callable[..., Any]) -> Route:
+        """Return ``route`` as a Route, compiling (once) a plain callable claimed in ``route``."""
+        if isinstance(route, Route):
+            return route
+        adopted = self._adopted.get(route)
+        if adopted is None:
+            if self.adopt_callable is None:
+                raise ConfigurationError("router cannot compile callables")
+            adopted = self._adopted[route] = self.adopt_callable(route)
+        return adopted
+
+
+def _segment_regex(segment: str) -> re.Pattern[str]:
+    """Compile a segment mixing text and ``{name}`` parameters."""
+    parts = []
+    last = 0
+    for match in _PARAM.finditer(segment):
+        parts.append(re.escape(segment[last : match.start()]))
+        parts.append("([^/]+?)")
+        last = match.end()
+    parts.append(re.escape(segment[last:]))
+    return re.compile("".join(parts))
+
+
+def _pick(leaf: dict[str, Route], method: str, allowed: set[str]) -> Route | None:
+    route = leaf.get(method) or leaf.get(ANY)
+    if route is None and method == "HEAD":
+        route = leaf.get("GET")
+    if route is None:
+        allowed.update(leaf)
+    return route
+
+
+def _search(
+    node: _Node,
+    segments: list[str],
+    index: int,
+    method: str,
+    captures: list[str],
+    allowed: set[str],
+) -> Route | None:
+    """Depth-first search of the segment tree, static first; see the module docstring."""
+    if index == len(segments):
+        return _pick(node.leaf, method, allowed) if node.leaf is not None else None
+    segment = segments[index]
+    child = node.static.get(segment)
+    if child is not None:
+        found = _search(child, segments, index + 1, method, captures, allowed)
+        if found is not None:
+            return found
+    if segment == "..":  # SECURITY: no parameter is ever a '..' segment
+        return None
+    for regex, child in node.patterns.values():
+        matched = regex.fullmatch(segment)
+        if matched is not None:
+            groups = matched.groups()
+            captures.extend(groups)
+            found = _search(child, segments, index + 1, method, captures, allowed)
+            if found is not None:
+                return found
+            del captures[-len(groups) :]
+    if node.param is not None and segment:
+        captures.append(segment)
+        found = _search(node.param, segments, index + 1, method, captures, allowed)
+        if found is not None:
+            return found
+        captures.pop()
+    rest = node.rest
+    if rest is not None and rest.leaf is not None and segment:
+        tail = segments[index:]
+        if ".." not in tail:
+            route = _pick(rest.leaf, method, allowed)
+            if route is not None:
+                captures.append("/".join(tail))
+                return route
+    return None
+
+
+def _allow_header_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """Return the methods to list in ``Allow`` for a path served by ``methods``."""
+    found = set(methods)
+    if not found:
+        return ()
+    if ANY in found:
+        return METHODS
+    if "GET" in found:
+        found.add("HEAD")
+    found.add("OPTIONS")
+    return tuple(m for m in METHODS if m in found) + tuple(sorted(found - set(METHODS)))
