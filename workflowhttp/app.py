@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .di import Container
-from .errors import ConfigurationError
+from .errors import ConfigurationError, WorkflowStalled
 from .events import (
     HttpEvent,
     Listener,
@@ -26,7 +26,7 @@ from .params import build_plan
 from .request import Request
 from .responses import JSONResponse, write
 from .routing import Route, Router, controller_spec, join_paths, route_specs
-from .workflow import ListenerToken, WorkflowLoop, WorkflowStalled, state_name, walk
+from .workflow import ListenerToken, WorkflowLoop, state_name, walk
 
 __all__ = ["App"]
 
@@ -178,9 +178,7 @@ class App:
 
     def _add_listener_object(self, item: Any) -> None:
         if isinstance(item, type):
-            make = self.container.constructor(
-                item, consumer=item.__qualname__, request_scope=False
-            )
+            make = self.container.constructor(item, consumer=item.__qualname__, request_scope=False)
             instance = make(None)
         elif callable(item) and getattr(item, "__workflowhttp_listens__", None):
             for state, priority in item.__workflowhttp_listens__:
@@ -252,8 +250,9 @@ class App:
         """Compile the route's parameter plan and the callable that runs its controller."""
         if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
             raise ConfigurationError(f"{route.name}: async controllers need an ASGI server")
-        plan = build_plan(function, route.param_names, self.container,
-                          skip_first=factory is not None)
+        plan = build_plan(
+            function, route.param_names, self.container, skip_first=factory is not None
+        )
         route.plan = plan
         route.invoke = _invoker(function, factory, bool(plan.resolvers))
 

@@ -67,7 +67,8 @@ def routes(target: str) -> str:
         rows.append((methods, route.path, route.name, ",".join(route.groups), route.description))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     )
 
 
@@ -97,20 +98,41 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="serve an app under gunicorn")
     serve_parser.add_argument("app", help="module:app or module:factory()")
     serve_parser.add_argument("--bind", "-b", default="127.0.0.1:8000")
-    serve_parser.add_argument("--workers", "-w", type=int, default=None,
-                              help="worker processes (default: 2 × cores + 1, at most 8)")
-    serve_parser.add_argument("--threads", type=int, default=1,
-                              help="threads per worker (more than 1 uses gthread workers)")
-    serve_parser.add_argument("--timeout", type=int, default=30,
-                              help="seconds before a silent worker is killed and restarted")
-    serve_parser.add_argument("--graceful-timeout", type=int, default=30,
-                              help="seconds workers get to finish requests after SIGTERM")
+    serve_parser.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=None,
+        help="worker processes (default: 2 x cores + 1, at most 8)",
+    )
+    serve_parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per worker (more than 1 uses gthread workers)",
+    )
+    serve_parser.add_argument(
+        "--timeout",
+        type=int,
+        default=30,
+        help="seconds before a silent worker is killed and restarted",
+    )
+    serve_parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds workers get to finish requests after SIGTERM",
+    )
     serve_parser.add_argument("--keepalive", type=int, default=5)
     serve_parser.add_argument("--limit-request-line", type=int, default=8190)
     serve_parser.add_argument("--limit-request-fields", type=int, default=100)
     serve_parser.add_argument("--limit-request-field-size", type=int, default=8190)
-    serve_parser.add_argument("--max-requests", type=int, default=0,
-                              help="restart a worker after this many requests (0: never)")
+    serve_parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=0,
+        help="restart a worker after this many requests (0: never)",
+    )
     serve_parser.add_argument("--access-log", default="-", help="file, or - for stdout")
     serve_parser.add_argument("--log-level", default="info")
     serve_parser.add_argument("--pid", default=None, help="write the master's PID here")
@@ -124,8 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     routes_parser.add_argument("app")
 
     graph_parser = commands.add_parser("graph", help="print the workflow's state diagram")
-    graph_parser.add_argument("--format", default="mermaid",
-                              help="mermaid (text, default) or an image format such as png/svg")
+    graph_parser.add_argument(
+        "--format",
+        default="mermaid",
+        help="mermaid (text, default) or an image format such as png/svg",
+    )
     graph_parser.add_argument("--output", "-o", default=None)
     return parser
 

@@ -81,7 +81,7 @@ class _Instance:
 
 
 def _hints(function: Any) -> dict[str, Any]:
-    target = function.__init__ if isinstance(function, type) else function
+    target = function.__init__ if isinstance(function, type) else function  # type: ignore[misc]
     try:
         return typing.get_type_hints(target, include_extras=True)
     except Exception as ex:
@@ -195,8 +195,10 @@ class Container:
                     f"provide it with App(providers=[...])"
                 )
             arguments.append(
-                (parameter.name, self.accessor(annotation, consumer=consumer,
-                                               request_scope=request_scope))
+                (
+                    parameter.name,
+                    self.accessor(annotation, consumer=consumer, request_scope=request_scope),
+                )
             )
         if not arguments:
             return lambda event: use()
@@ -204,7 +206,7 @@ class Container:
         getters = tuple(getter for _, getter in arguments)
 
         def construct(event: Any) -> Any:
-            return use(**{name: get(event) for name, get in zip(names, getters)})
+            return use(**{name: get(event) for name, get in zip(names, getters, strict=True)})
 
         return construct
 

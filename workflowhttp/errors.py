@@ -161,8 +161,7 @@ class IllegalTransition(WorkflowError):
         self.target = target
         choices = ", ".join(sorted(allowed)) or "none"
         super().__init__(
-            f"illegal transition from '{source}' to '{target}' (allowed from '{source}': "
-            f"{choices})"
+            f"illegal transition from '{source}' to '{target}' (allowed from '{source}': {choices})"
         )
 
 

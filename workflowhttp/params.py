@@ -139,11 +139,15 @@ def build_plan(
         if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
             raise ConfigurationError(f"{qualname}: positional-only parameter {parameter.name!r}")
         annotation = hints.get(parameter.name, str)
-        default = parameter.default if parameter.default is not inspect.Parameter.empty else _MISSING
+        default = (
+            parameter.default if parameter.default is not inspect.Parameter.empty else _MISSING
+        )
         where = f"{qualname}, parameter {parameter.name!r}"
         resolvers.append(
-            (parameter.name, _resolver(parameter.name, annotation, default, path_names,
-                                       container, where))
+            (
+                parameter.name,
+                _resolver(parameter.name, annotation, default, path_names, container, where),
+            )
         )
     return ParameterPlan(resolvers)
 
@@ -169,13 +173,15 @@ def _resolver(
         if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             key = "HTTP_" + key
         convert = _converter(annotation, where)
-        return _scalar_resolver(name, header, default, convert,
-                                lambda event: event.environ.get(key))
+        return _scalar_resolver(
+            name, header, default, convert, lambda event: event.environ.get(key)
+        )
     if isinstance(source, Cookie):
         cookie = source.name or name
         convert = _converter(annotation, where)
-        return _scalar_resolver(name, cookie, default, convert,
-                                lambda event: _cookies(event).get(cookie))
+        return _scalar_resolver(
+            name, cookie, default, convert, lambda event: _cookies(event).get(cookie)
+        )
     query_name = source.name if isinstance(source, Query) and source.name else name
     return _query_resolver(name, query_name, annotation, bare, default, where)
 
@@ -278,11 +284,12 @@ def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
 def _without_sources(annotation: Any) -> Any:
     if typing.get_origin(annotation) is Annotated:
         kept = tuple(
-            m for m in annotation.__metadata__
+            m
+            for m in annotation.__metadata__
             if not (isinstance(m, _Source) or (isinstance(m, type) and issubclass(m, _Source)))
         )
         inner = _without_sources(annotation.__origin__)
-        return Annotated[(inner, *kept)] if kept else inner  # type: ignore[return-value]
+        return Annotated[(inner, *kept)] if kept else inner
     return annotation
 
 
@@ -294,7 +301,7 @@ def _to_int(value: str) -> int:
     # PERF: the common case skips msgspec; int() alone would accept " 1", "1_0" and "٣".
     if value.isascii() and value.isdigit():
         return int(value)
-    return msgspec.convert(value, int, strict=False)  # type: ignore[no-any-return]
+    return msgspec.convert(value, int, strict=False)
 
 
 def _fail(name: str, ex: Exception) -> _Failure:
@@ -363,8 +370,8 @@ def _cookies(event: HttpEvent) -> dict[str, str]:
     from werkzeug.http import parse_cookie
 
     if event._request is not None:
-        return event._request.cookies  # type: ignore[return-value]
-    return parse_cookie(event.environ.get("HTTP_COOKIE", ""))  # type: ignore[return-value]
+        return event._request.cookies
+    return parse_cookie(event.environ.get("HTTP_COOKIE", ""))
 
 
 _JSON_TYPES = ("application/json",)
@@ -386,8 +393,7 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
             form = event.request.form
             if not form and default is not _MISSING:
                 return default
-            data = {key: values[0] if len(values) == 1 else values
-                    for key, values in form.lists()}
+            data = {key: values[0] if len(values) == 1 else values for key, values in form.lists()}
             try:
                 return msgspec.convert(data, annotation, strict=False)
             except msgspec.ValidationError as ex:

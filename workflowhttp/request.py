@@ -156,7 +156,7 @@ def _read_exactly(stream: Any, length: int) -> bytes:
 
 
 def _read_to_end(stream: Any, limit: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
     while True:
         chunk = stream.read(_CHUNK)

@@ -265,10 +265,10 @@ def _render_other(result: Any) -> Response | WerkzeugResponse:
         return result
     if isinstance(result, tuple):
         return _render_tuple(result)
-    if isinstance(result, (str, bytes, bytearray, memoryview)):
-        return _RENDERERS[str if isinstance(result, str) else bytes](
-            str(result) if isinstance(result, str) else bytes(result)
-        )
+    if isinstance(result, str):  # a str subclass
+        return _render_str(str(result))
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return _render_bytes(bytes(result))
     if isinstance(result, (dict, list, msgspec.Struct)) or (
         dataclasses.is_dataclass(result) and not isinstance(result, type)
     ):
@@ -283,10 +283,7 @@ def _render_tuple(result: tuple[Any, ...]) -> Response | WerkzeugResponse:
         raise TypeError("a tuple return value must be (body, status) or (body, status, headers)")
     response = render(result[0], result[1])
     if len(result) == 3 and result[2]:
-        if isinstance(response, WerkzeugResponse):
-            response.headers.update(result[2])
-        else:
-            response.headers.update(result[2])
+        response.headers.update(result[2])
     return response
 
 
@@ -300,7 +297,7 @@ def write(
 ) -> Iterable[bytes]:
     """Start the WSGI response and return its body iterable."""
     if isinstance(response, WerkzeugResponse):
-        return response(environ, start_response)  # type: ignore[no-any-return]
+        return response(environ, start_response)
     status = response.status
     body = response.body
     no_body = status in _NO_BODY or status < 200
@@ -315,7 +312,9 @@ def write(
         header_list = headers.to_wsgi_list()
         if no_body:
             header_list = [
-                (k, v) for k, v in header_list if k.lower() not in ("content-type", "content-length")
+                (k, v)
+                for k, v in header_list
+                if k.lower() not in ("content-type", "content-length")
             ]
             start_response(status_line(status), header_list)
             return []
@@ -325,7 +324,7 @@ def write(
         start_response(_STATUS_LINES.get(status) or status_line(status), header_list)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        return [bytes(body)] if body.__class__ is bytearray else [body]  # type: ignore[list-item]
+        return [bytes(body)]
     start_response(status_line(status), header_list)
     if environ["REQUEST_METHOD"] == "HEAD":
         close = getattr(body, "close", None)

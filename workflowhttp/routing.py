@@ -90,7 +90,9 @@ class RouteSpec:
     def __call__(self, function: F) -> F:
         if not callable(function):
             raise ConfigurationError(f"{function!r} cannot be a controller: not callable")
-        target = function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
+        target = (
+            function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
+        )
         target.__dict__.setdefault(_SPECS, []).append(self)
         return function
 
@@ -431,13 +433,14 @@ class Router:
                 return route, {}
         allowed: set[str] = set()
         captures: list[str] = []
-        route = _search(self._root, path[1:].split("/") if path != "/" else [], 0, method,
-                        captures, allowed)
+        route = _search(
+            self._root, path[1:].split("/") if path != "/" else [], 0, method, captures, allowed
+        )
         if route is None:
             return None, _allow_header_methods(allowed)
         if not captures:
             return route, {}
-        return route, dict(zip(route.param_names, captures))
+        return route, dict(zip(route.param_names, captures, strict=True))
 
     def url_for(self, name: str, **params: Any) -> str:
         """Build the path of the route named ``name``."""
