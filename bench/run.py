@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `workflowhttp
 from bench.harness import FRAMEWORKS, GROUP_NAMES, build_plan, run
 from bench.report import as_json, markdown
 
-DEFAULT_ROUNDS, DEFAULT_SECONDS = 15, 6.0
-QUICK_ROUNDS, QUICK_SECONDS = 5, 1.6
+DEFAULT_ROUNDS, DEFAULT_SECONDS = 30, 3.0
+QUICK_ROUNDS, QUICK_SECONDS = 8, 1.0
 
 
 def _names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
