@@ -13,9 +13,16 @@ from workflowhttp.testing import TestClient
 
 
 @pytest.fixture(autouse=True)
-def leak_detector() -> Iterator[None]:
-    """Fail a test that leaves an event or a request alive once it is over."""
+def leak_detector(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test that leaves an event or a request alive once it is over.
+
+    pytest keeps the test's log records until teardown ends; a record logged with
+    ``exc_info`` holds the traceback and so the walker's frame and its event. Those records
+    are dropped first: they are the test harness's references, not the framework's.
+    """
     yield
+    for when in ("setup", "call"):
+        caplog.get_records(when).clear()
     gc.collect()
     leaked = [obj for obj in gc.get_objects() if isinstance(obj, (HttpEvent, Request))]
     assert not leaked, f"request state outlived the test: {leaked[:3]}"

@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.wsgi import ClosingIterator
+
 from .di import Container
 from .errors import ConfigurationError, WorkflowStalled
 from .events import (
@@ -94,10 +96,15 @@ class App:
         except Exception as ex:
             response = self._last_resort(event, ex)
         try:
-            return write(response, environ, start_response)
+            body = write(response, environ, start_response)
         except Exception as ex:
             response = self._last_resort(event, ex)
-            return write(response, environ, _restart(start_response))
+            body = write(response, environ, _restart(start_response))
+        if event._request is not None:
+            # Uploaded files are spooled to temporary files: close them when the server
+            # closes the body (after a streamed body has been sent, too).
+            return ClosingIterator(body, event._request.close)
+        return body
 
     def _last_resort(self, event: HttpEvent, error: Exception) -> JSONResponse:
         """The 500 for what the workflow could not handle: stalls, loops, failing failures."""
@@ -152,7 +159,7 @@ class App:
         self._add_listener_object(listener)
         self._compile()
 
-    def url_for(self, name: str, **params: Any) -> str:
+    def url_for(self, name: str, /, **params: Any) -> str:
         """Build the path of the route named ``name``; extra params become the query."""
         return self.router.url_for(name, **params)
 
@@ -199,8 +206,7 @@ class App:
             routes = self._function_routes(controller)
         if not routes:
             raise ConfigurationError(f"controller {controller!r} declares no routes")
-        for route in routes:
-            self.router.add(route)
+        self.router.add(*routes)
 
     def _function_routes(self, function: Any) -> list[Route]:
         specs = route_specs(function)
@@ -246,19 +252,33 @@ class App:
                 routes.append(route)
         return routes
 
-    def _bind(self, route: Route, function: Callable[..., Any], factory: Any) -> None:
-        """Compile the route's parameter plan and the callable that runs its controller."""
+    def _bind(
+        self,
+        route: Route,
+        function: Callable[..., Any],
+        factory: Any,
+        *,
+        claimed: bool = False,
+    ) -> None:
+        """Compile the route's parameter plan and the callable that runs its controller.
+
+        A ``claimed`` route (compiled for ``event.route_found()``) learns its path parameters
+        per request.
+        """
         if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
             raise ConfigurationError(f"{route.name}: async controllers need an ASGI server")
         plan = build_plan(
-            function, route.param_names, self.container, skip_first=factory is not None
+            function,
+            None if claimed else route.param_names,
+            self.container,
+            skip_first=factory is not None,
         )
         route.plan = plan
         route.invoke = _invoker(function, factory, bool(plan.resolvers))
 
     def _compile_callable(self, function: Callable[..., Any]) -> Route:
         route = Route("/", ("*",), function)
-        self._bind(route, function, None)
+        self._bind(route, function, None, claimed=True)
         return route
 
 

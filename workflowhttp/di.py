@@ -49,8 +49,12 @@ class Provider:
     def __init__(self, provides: type, use: Any = _UNSET, *, scope: str = SINGLETON) -> None:
         if scope not in (SINGLETON, REQUEST):
             raise ConfigurationError(f"scope must be 'singleton' or 'request', not {scope!r}")
+        if use is _UNSET:
+            use = provides
+        elif not (isinstance(use, (type, _Instance)) or _is_factory(use)):
+            use = _Instance(use)
         self.provides = provides
-        self.use = provides if use is _UNSET else use
+        self.use = use
         self.scope = scope
 
     @classmethod
@@ -60,7 +64,7 @@ class Provider:
             return item
         if isinstance(item, type):
             return cls(item)
-        if inspect.isfunction(item) or inspect.ismethod(item):
+        if _is_factory(item):
             returns = _hints(item).get("return")
             if not isinstance(returns, type):
                 raise ConfigurationError(
@@ -71,6 +75,10 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"Provider({self.provides.__name__}, scope={self.scope!r})"
+
+
+def _is_factory(item: Any) -> bool:
+    return inspect.isfunction(item) or inspect.ismethod(item)
 
 
 class _Instance:
@@ -131,8 +139,11 @@ class Container:
 
     def _special_for(self, annotation: type) -> Accessor | None:
         for special, accessor in self._special.items():
-            if issubclass(special, annotation) or issubclass(annotation, special):
-                return accessor
+            try:
+                if issubclass(special, annotation) or issubclass(annotation, special):
+                    return accessor
+            except TypeError:  # TypedDicts and other classes that refuse subclass checks
+                return None
         return None
 
     def accessor(self, annotation: Any, *, consumer: str, request_scope: bool) -> Accessor:

@@ -57,7 +57,6 @@ class HttpEvent:
         "allowed_methods",
         "_next",
         "_stopped",
-        "_sent",
         "_request",
         "_store",
         "_query",
@@ -78,7 +77,6 @@ class HttpEvent:
         self.allowed_methods: tuple[str, ...] = ()
         self._next: str | None = None
         self._stopped = False
-        self._sent = False
         self._request: Request | None = None
         self._store: dict[str, Any] | None = None
         self._query: dict[str, list[str]] | None = None
@@ -116,7 +114,7 @@ class HttpEvent:
     @property
     def sent(self) -> bool:
         """Whether a response has been scheduled (``send()`` or ``next("response")``)."""
-        return self._sent or self.state == RESPONSE
+        return self._next == RESPONSE or self.state == RESPONSE
 
     # -- moving on -----------------------------------------------------------------------------
 
@@ -129,17 +127,19 @@ class HttpEvent:
         allowed = ALLOWED[self.state]
         if state not in allowed:
             raise IllegalTransition(self.state, state, allowed)
+        if self._next == RESPONSE and state != RESPONSE:
+            self.status = None  # the send() this replaces takes its status with it
         self._next = state
-        self._sent = state == RESPONSE
 
     def has_next(self) -> bool:
         """Return whether a next state is scheduled."""
         return self._next is not None
 
     def clear_next(self) -> None:
-        """Forget the scheduled next state (and a scheduled response)."""
+        """Forget the scheduled next state (and the status of a scheduled ``send()``)."""
+        if self._next == RESPONSE:
+            self.status = None
         self._next = None
-        self._sent = False
 
     def send(self, result: Any, status: int | None = None) -> None:
         """Answer with ``result`` (rendered like a controller's return value); go to ``response``.
@@ -152,7 +152,6 @@ class HttpEvent:
         self.status = status
         self.response = None
         self._next = RESPONSE
-        self._sent = True
 
     def access_denied(self, message: str | None = None) -> None:
         """Move to ``access_denied``, which answers 403 with ``message``."""

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from .errors import AccessDenied, HTTPError, ParametersFailed
 from .events import HttpEvent
+from .request import check_query_string, content_length
 from .responses import JSONResponse, Response, render
 from .workflow import (
     ACCESS_DENIED,
@@ -39,9 +40,22 @@ RENDER = -100
 ROUTE_FALLBACK = 1000
 
 
-def schedule_route(event: HttpEvent) -> None:
-    if event._next is None:
-        event._next = ROUTE
+def check_request(event: HttpEvent) -> None:
+    """Refuse a malformed request target or framing (400/413); else schedule ``route``.
+
+    Every request is checked, whether or not its controller reads the query or the body:
+    bad input is answered as bad input wherever it is.
+    """
+    if event._next is not None:
+        return
+    environ = event.environ
+    limits = event.app.limits
+    if environ.get("CONTENT_LENGTH"):
+        content_length(environ, limits.max_content_length)
+    query_string = environ.get("QUERY_STRING")
+    if query_string:
+        check_query_string(query_string, limits.max_params)
+    event._next = ROUTE
 
 
 def match_route(event: HttpEvent) -> None:
@@ -152,7 +166,7 @@ def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool
 
 
 DEFAULT_LISTENERS: tuple[tuple[str, int, Callable[[HttpEvent], None]], ...] = (
-    (REQUEST, KERNEL, schedule_route),
+    (REQUEST, KERNEL, check_request),
     (ROUTE, KERNEL, match_route),
     (ROUTE, ROUTE_FALLBACK, route_fallback),
     (ROUTE_NOT_FOUND, KERNEL, send_not_found),

@@ -118,12 +118,17 @@ class ParameterPlan:
 
 def build_plan(
     function: Callable[..., Any],
-    path_names: tuple[str, ...],
+    path_names: tuple[str, ...] | None,
     container: Container,
     *,
     skip_first: bool = False,
 ) -> ParameterPlan:
-    """Compile the plan of ``function``'s parameters (``skip_first`` skips ``self``)."""
+    """Compile the plan of ``function``'s parameters (``skip_first`` skips ``self``).
+
+    ``path_names`` is ``None`` for a callable claimed with ``event.route_found()``, whose path
+    parameters are only known per request: its simple parameters come from the claimed path
+    parameters when present, else from the query.
+    """
     qualname = getattr(function, "__qualname__", repr(function))
     try:
         hints = typing.get_type_hints(function, include_extras=True)
@@ -156,12 +161,12 @@ def _resolver(
     name: str,
     annotation: Any,
     default: Any,
-    path_names: tuple[str, ...],
+    path_names: tuple[str, ...] | None,
     container: Container,
     where: str,
 ) -> Resolver:
     bare, source = _unwrap(annotation)
-    if source is None and name in path_names:
+    if source is None and path_names is not None and name in path_names:
         return _path_resolver(name, annotation, _converter(annotation, where))
     if source is None and isinstance(bare, type) and container.provides(bare):
         return container.accessor(bare, consumer=where, request_scope=True)
@@ -183,7 +188,15 @@ def _resolver(
             name, cookie, default, convert, lambda event: _cookies(event).get(cookie)
         )
     query_name = source.name if isinstance(source, Query) and source.name else name
-    return _query_resolver(name, query_name, annotation, bare, default, where)
+    from_query = _query_resolver(name, query_name, annotation, bare, default, where)
+    if path_names is not None or source is not None:
+        return from_query
+    from_path = _path_resolver(name, annotation, _converter(annotation, where))
+
+    def from_path_or_query(event: HttpEvent) -> Any:
+        return from_path(event) if name in event.path_params else from_query(event)
+
+    return from_path_or_query
 
 
 def _unwrap(annotation: Any) -> tuple[Any, _Source | None]:
@@ -251,7 +264,8 @@ def _check_convertible(annotation: Any, where: str) -> None:
 # -- conversion and error paths -------------------------------------------------------------
 
 _AT = re.compile(r" - at `\$(.*)`$")
-_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]*)`")
+# Errors about one field, reported at the field's own path.
+_FIELD_ERROR = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
 
 
 def _error_path(message: str, root: str) -> tuple[str, str]:
@@ -262,9 +276,9 @@ def _error_path(message: str, root: str) -> tuple[str, str]:
         location = matched.group(1)
         message = message[: matched.start()]
     parts = [p for p in re.split(r"[.\[\]]+", location) if p]
-    missing = _MISSING_FIELD.match(message)
-    if missing:
-        parts.append(missing.group(1))
+    field = _FIELD_ERROR.match(message)
+    if field:
+        parts.append(field.group(1))
     return (".".join(parts) if parts else root), message
 
 
@@ -417,6 +431,8 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
             return decoder.decode(body)  # type: ignore[union-attr]
         except msgspec.ValidationError as ex:
             raise _fail(name, ex) from None
+        except UnicodeDecodeError:
+            raise BadRequest("Invalid JSON: not valid UTF-8") from None
         except (msgspec.DecodeError, RecursionError) as ex:
             raise BadRequest(f"Invalid JSON: {ex}") from None
 

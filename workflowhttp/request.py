@@ -11,8 +11,11 @@ from __future__ import annotations
 import io
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
+from werkzeug.datastructures import Headers
+from werkzeug.formparser import FormDataParser, MultiPartParser
+from werkzeug.sansio.multipart import File
 from werkzeug.wrappers import Request as _WerkzeugRequest
 
 from .errors import BadRequest, PayloadTooLarge
@@ -29,6 +32,71 @@ _CHUNK = 64 * 1024
 _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
+class _CountingMultiPartParser(MultiPartParser):
+    """werkzeug's multipart parser, refusing more parts or files than the app allows (400).
+
+    SECURITY: parts are counted as werkzeug decodes them, so an oversized form is refused
+    after at most one part more than the limit, not after reading the whole body.
+    """
+
+    def __init__(self, *args: Any, max_parts: int, max_files: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_parts = max_parts
+        self._max_files = max_files
+        self._parts = 0
+        self._files = 0
+        self._streams: list[Any] = []
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().parse(*args, **kwargs)
+        except BaseException:
+            for stream in self._streams:  # the files werkzeug opened before giving up
+                stream.close()
+            raise
+
+    def _count_part(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise BadRequest(f"Too many form parts (at most {self._max_parts})")
+
+    def get_part_charset(self, headers: Headers) -> str:
+        self._count_part()  # called once per completed field part
+        return super().get_part_charset(headers)
+
+    def start_file_streaming(self, event: File, total_content_length: int | None) -> Any:
+        self._count_part()
+        self._files += 1
+        if self._files > self._max_files:
+            raise BadRequest(f"Too many files (at most {self._max_files})")
+        stream = super().start_file_streaming(event, total_content_length)
+        self._streams.append(stream)
+        return stream
+
+
+class _FormDataParser(FormDataParser):
+    max_form_files = 100
+
+    def _parse_multipart(
+        self, stream: Any, mimetype: str, content_length: int | None, options: dict[str, str]
+    ) -> Any:
+        max_parts = self.max_form_parts or 1000
+        parser = _CountingMultiPartParser(
+            stream_factory=self.stream_factory,
+            max_form_memory_size=self.max_form_memory_size,
+            # werkzeug's own bound (413) stays as a backstop one part behind ours (400).
+            max_form_parts=max_parts + 1,
+            cls=self.cls,
+            max_parts=max_parts,
+            max_files=self.max_form_files,
+        )
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
 class Request(_WerkzeugRequest):
     """werkzeug's request with the app's :class:`~workflowhttp.Limits` applied.
 
@@ -36,58 +104,94 @@ class Request(_WerkzeugRequest):
     multipart bodies is bounded the same way as the lean readers.
     """
 
-    max_form_files: int = 100
+    form_data_parser_class = _FormDataParser
     max_params: int = 1000
 
     @classmethod
     def with_limits(cls, limits: Limits) -> type[Request]:
         """Return a subclass bounded by ``limits``."""
+        parser = type(
+            "_FormDataParser", (_FormDataParser,), {"max_form_files": limits.max_form_files}
+        )
         return type(
             cls.__name__,
             (cls,),
             {
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
+                "form_data_parser_class": parser,
                 "max_content_length": limits.max_content_length,
                 "max_form_memory_size": limits.max_form_memory_size,
                 "max_form_parts": limits.max_form_parts,
-                "max_form_files": limits.max_form_files,
                 "max_params": limits.max_params,
             },
         )
 
     def _load_form_data(self) -> None:
         super()._load_form_data()
-        # SECURITY: werkzeug bounds parts and memory; these bound what the app is handed.
-        if len(self.files) > self.max_form_files:
-            raise BadRequest(f"Too many files (at most {self.max_form_files})")
-        if len(self.form) > self.max_params:
+        # SECURITY: werkzeug bounds the body's size; this bounds the fields the app is handed.
+        fields = sum(len(values) for _, values in self.form.lists())
+        if fields > self.max_params:
             raise BadRequest(f"Too many parameters (at most {self.max_params})")
+
+
+def content_length(environ: dict[str, Any], limit: int) -> int | None:
+    """Return the request's ``Content-Length``, or ``None`` when it has none.
+
+    Raises:
+        BadRequest: a malformed value (only ASCII digits are a length).
+        PayloadTooLarge: more than ``limit`` bytes announced; nothing is read.
+    """
+    header = environ.get("CONTENT_LENGTH")
+    if not header:
+        return None
+    header = header.strip()
+    if not (header.isascii() and header.isdigit()):
+        raise BadRequest("Invalid Content-Length")
+    length = int(header)
+    if length > limit:
+        raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+    return length
+
+
+def check_query_string(query_string: str, max_params: int) -> str:
+    """Return the raw WSGI ``QUERY_STRING`` as text, refusing a malformed one.
+
+    Every request's query string is checked, used or not: invalid input is a 400 wherever it
+    is, not only where a controller happens to read it.
+
+    Raises:
+        BadRequest: invalid UTF-8 or percent-encoding, or more than ``max_params`` fields.
+    """
+    if not query_string.isascii():
+        try:
+            query_string = query_string.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise BadRequest("Invalid query string encoding") from None
+    if "%" in query_string:
+        if _BAD_PERCENT.search(query_string):
+            raise BadRequest("Invalid percent-encoding in query string")
+        try:
+            unquote_to_bytes(query_string).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("Invalid query string encoding") from None
+    # The same count parse_qsl's max_num_fields makes, without parsing.
+    if query_string.count("&") >= max_params:
+        raise BadRequest(f"Too many parameters (at most {max_params})")
+    return query_string
 
 
 def parse_query(query_string: str, max_params: int) -> dict[str, list[str]]:
     """Parse a raw WSGI ``QUERY_STRING`` into ``name → [values]``.
 
     Raises:
-        BadRequest: invalid UTF-8 or percent-encoding, or more than ``max_params`` fields.
+        BadRequest: see :func:`check_query_string`.
     """
     if not query_string:
         return {}
-    if not query_string.isascii():
-        try:
-            query_string = query_string.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise BadRequest("Invalid query string encoding") from None
-    if "%" in query_string and _BAD_PERCENT.search(query_string):
-        raise BadRequest("Invalid percent-encoding in query string")
-    try:
-        pairs = parse_qsl(
-            query_string, keep_blank_values=True, errors="strict", max_num_fields=max_params
-        )
-    except UnicodeError:
-        raise BadRequest("Invalid query string encoding") from None
-    except ValueError:
-        raise BadRequest(f"Too many parameters (at most {max_params})") from None
+    pairs = parse_qsl(
+        check_query_string(query_string, max_params), keep_blank_values=True, errors="strict"
+    )
     query: dict[str, list[str]] = {}
     for name, value in pairs:
         values = query.get(name)
@@ -120,14 +224,8 @@ def read_body(event: HttpEvent) -> bytes:
     environ = event.environ
     limit = event.app.limits.max_content_length
     stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH")
-    if length_header:
-        length_header = length_header.strip()
-        if not (length_header.isascii() and length_header.isdigit()):
-            raise BadRequest("Invalid Content-Length")
-        length = int(length_header)
-        if length > limit:
-            raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+    length = content_length(environ, limit)
+    if length is not None:
         body = _read_exactly(stream, length)
         if len(body) < length:
             raise BadRequest("Incomplete request body")

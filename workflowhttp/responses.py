@@ -223,7 +223,9 @@ def _render_bytes(result: bytes) -> Response:
 
 
 def _render_none(result: None) -> Response:
-    return Response(b"", 204, None, None)
+    # At 204 the writer sends no Content-Type; with another status ("(None, 202)") the empty
+    # body keeps one, as PEP 3333's validator requires of every status but 204 and 304.
+    return Response(b"", 204)
 
 
 def _render_response(result: Response) -> Response:

@@ -247,6 +247,7 @@ class Route:
         "methods",
         "groups",
         "name",
+        "explicit_name",
         "data",
         "description",
         "endpoint",
@@ -272,6 +273,7 @@ class Route:
         self.methods = methods
         self.endpoint = endpoint
         self.controller = controller
+        self.explicit_name = name is not None
         self.name = name or (
             f"{controller.__name__}.{endpoint.__name__}" if controller else endpoint.__name__
         )
@@ -336,34 +338,56 @@ class Router:
         self.routes: list[Route] = []
         self._static: dict[str, dict[str, Route]] = {}
         self._root = _Node()
-        self._names: dict[str, Route] = {}
+        self._names: dict[str, Route | None] = {}
         self._adopted: dict[Any, Route] = {}
         self.adopt_callable: Callable[[Callable[..., Any]], Route] | None = None
 
-    def add(self, route: Route) -> None:
-        """Add ``route``; a second route with the same method and path is an error."""
-        node = self._node_for(route.path)
-        leaf = node.leaf
-        if leaf is None:
-            leaf = node.leaf = {}
-        for method in route.methods:
-            other = leaf.get(method)
-            if other is not None:
+    def add(self, *routes: Route) -> None:
+        """Add ``routes`` all together, or none of them when one is a duplicate.
+
+        Raises:
+            ConfigurationError: two routes share a method and a path (``ANY`` overlaps every
+                method), or an explicit name names two paths.
+        """
+        placed: list[tuple[_Node, Route]] = []
+        pending: dict[int, dict[str, Route]] = {}
+        names: dict[str, Route | None] = {}
+        for route in routes:
+            node = self._node_for(route.path)
+            taken = {**(node.leaf or {}), **pending.get(id(node), {})}
+            for method in route.methods:
+                other = taken.get(method)
+                if other is not None:
+                    raise ConfigurationError(
+                        f"duplicate route {method} {route.path}: {other.name} and {route.name}"
+                    )
+                taken[method] = route
+            if ANY in taken and len(taken) > 1:
                 raise ConfigurationError(
-                    f"duplicate route {method} {route.path}: {other.name} and {route.name}"
+                    f"duplicate route {route.path}: ANY overlaps other methods ({route.name})"
                 )
-            leaf[method] = route
-        if ANY in leaf and len(leaf) > 1:
-            raise ConfigurationError(f"duplicate route {route.path}: ANY overlaps other methods")
-        if not _PARAM.search(route.path):
-            self._static[route.path] = leaf
-        named = self._names.get(route.name)
-        if named is not None and named.path != route.path:
-            raise ConfigurationError(
-                f"route name {route.name!r} names both {named.path} and {route.path}"
-            )
-        self._names.setdefault(route.name, route)
-        self.routes.append(route)
+            pending[id(node)] = taken
+            if route.name not in names and route.name not in self._names:
+                names[route.name] = route
+            else:
+                known = names[route.name] if route.name in names else self._names[route.name]
+                if known is None or known.path != route.path:
+                    if route.explicit_name or (known is not None and known.explicit_name):
+                        where = known.path if known else "other paths"
+                        raise ConfigurationError(
+                            f"route name {route.name!r} names both {where} and {route.path}"
+                        )
+                    names[route.name] = None  # default names alike: url_for says ambiguous
+            placed.append((node, route))
+        for node, route in placed:
+            leaf = node.leaf
+            if leaf is None:
+                leaf = node.leaf = {}
+            leaf.update(dict.fromkeys(route.methods, route))
+            if not _PARAM.search(route.path):
+                self._static[route.path] = leaf
+            self.routes.append(route)
+        self._names.update(names)
 
     def _node_for(self, path: str) -> _Node:
         node = self._root
@@ -442,11 +466,13 @@ class Router:
             return route, {}
         return route, dict(zip(route.param_names, captures, strict=True))
 
-    def url_for(self, name: str, **params: Any) -> str:
+    def url_for(self, name: str, /, **params: Any) -> str:
         """Build the path of the route named ``name``."""
-        route = self._names.get(name)
-        if route is None:
+        if name not in self._names:
             raise LookupError(f"no route named {name!r}")
+        route = self._names[name]
+        if route is None:
+            raise LookupError(f"route name {name!r} is ambiguous: name the routes explicitly")
         return route.url(**params)
 
     def adopt(self, route: Route | Callable[..., Any]) -> Route:
