@@ -6,14 +6,13 @@ import inspect
 import itertools
 import logging
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.wsgi import ClosingIterator
 
 from .di import Container
-from .errors import ConfigurationError, WorkflowStalled
+from .errors import ConfigurationError
 from .events import (
     HttpEvent,
     Listener,
@@ -22,13 +21,13 @@ from .events import (
     compile_listeners,
     marked_listeners,
 )
-from .kernel import DEFAULT_LISTENERS
+from .kernel import DEFAULT_LISTENERS, error_response
 from .limits import Limits
 from .params import build_plan
 from .request import Request
-from .responses import JSONResponse, write
+from .responses import Response, write
 from .routing import Route, Router, controller_spec, join_paths, route_specs
-from .workflow import ListenerToken, WorkflowLoop, state_name, walk
+from .workflow import ListenerToken, state_name, walk
 
 __all__ = ["App"]
 
@@ -106,23 +105,12 @@ class App:
             return ClosingIterator(body, event._request.close)
         return body
 
-    def _last_resort(self, event: HttpEvent, error: Exception) -> JSONResponse:
-        """The 500 for what the workflow could not handle: stalls, loops, failing failures."""
-        if isinstance(error, (WorkflowStalled, WorkflowLoop)):
-            logger.error("%s (%s %s)", error, event.method, event.environ.get("PATH_INFO"))
-        else:
-            logger.error(
-                "unhandled error in state '%s' (%s %s)",
-                event.state,
-                event.method,
-                event.environ.get("PATH_INFO"),
-                exc_info=error,
-            )
-        body: dict[str, Any] = {"message": "Internal Server Error"}
-        if self.debug:
-            body["error"] = f"{type(error).__name__}: {error}"
-            body["traceback"] = traceback.format_exception(error)
-        return JSONResponse(body, 500)
+    def _last_resort(self, event: HttpEvent, error: Exception) -> Response:
+        """Answer what the workflow could not: stalls, loops, errors in failure states.
+
+        An ``HTTPError`` keeps its status even here; anything else is a logged 500.
+        """
+        return error_response(error, event, debug=self.debug)
 
     # -- configuration -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException
 
-from .errors import AccessDenied, HTTPError, ParametersFailed
+from .errors import AccessDenied, HTTPError, ParametersFailed, WorkflowStalled
 from .events import HttpEvent
 from .request import check_query_string, content_length
 from .responses import JSONResponse, Response, render
@@ -31,6 +31,7 @@ from .workflow import (
     RESPONSE,
     ROUTE,
     ROUTE_NOT_FOUND,
+    WorkflowLoop,
 )
 
 logger = logging.getLogger("workflowhttp")
@@ -151,13 +152,21 @@ def render_result(event: HttpEvent) -> None:
 
 
 def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool) -> Response:
-    """Return the JSON response for ``error``, logging the unexpected ones."""
+    """Return the JSON response for ``error``; an unexpected one is logged and answers 500.
+
+    An ``HTTPError`` (ours or werkzeug's) keeps its status wherever it was raised. A workflow
+    fault (stall, loop) is logged by its own message; anything else with its traceback.
+    """
     if isinstance(error, HTTPError):
         return JSONResponse(error.to_body(), error.status, error.headers)
     if isinstance(error, HTTPException):
         status = error.code or 500
         return JSONResponse({"message": error.description or error.name}, status)
-    logger.error("error in %s %s", event.method, event.environ.get("PATH_INFO"), exc_info=error)
+    where = f"{event.method} {event.environ.get('PATH_INFO')}"
+    if isinstance(error, (WorkflowStalled, WorkflowLoop)):  # no traceback worth showing
+        logger.error("%s (%s)", error, where)
+    else:
+        logger.error("error in state '%s' (%s)", event.state, where, exc_info=error)
     body: dict[str, Any] = {"message": "Internal Server Error"}
     if debug and error is not None:
         body["error"] = f"{type(error).__name__}: {error}"

@@ -1,0 +1,365 @@
+"""Deployment: the README's serve command, a real gunicorn on 127.0.0.1, spoken to over HTTP.
+
+Each server runs ``python -m workflowhttp serve examples.bookstore.app:app`` in its own process
+group with a private database and control-socket directory. It is always stopped by its PID:
+SIGTERM, then SIGKILL to its group when it does not exit in time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.gunicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "gunicorn-test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+START_DEADLINE = 20.0  # seconds for the server to answer /health
+GRACEFUL_TIMEOUT = 3  # seconds, given to `serve --graceful-timeout`
+
+
+class Answer:
+    """One HTTP exchange's result."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        assert self.headers.get("content-type") == "application/json", self.headers
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.status} {self.body[:200]!r}>"
+
+
+class Server:
+    """A gunicorn master started by this test module, and how to talk to it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Answer:
+        sent = dict(headers or {})
+        payload: bytes | None = None
+        if isinstance(body, (bytes, str)):
+            payload = body.encode() if isinstance(body, str) else body
+        elif body is not None:
+            payload = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=payload, headers=sent)
+            response = connection.getresponse()
+            data = response.read()
+            received = {name.lower(): value for name, value in response.getheaders()}
+            return Answer(response.status, received, data)
+        finally:
+            connection.close()
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(directory: Path, *options: str) -> Server:
+    """Start the README's serve command on a free port; return once /health answers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run").mkdir(exist_ok=True)
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        BOOKSTORE_DB=str(directory / "bookstore.sqlite3"),
+        BOOKSTORE_ADMIN_TOKEN=TOKEN,
+        # gunicorn >= 25.1 opens a control socket there: one per server, not one per user.
+        XDG_RUNTIME_DIR=str(directory / "run"),
+        PYTHONUNBUFFERED="1",
+    )
+    log = directory / "gunicorn.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workflowhttp",
+                "serve",
+                "examples.bookstore.app:app",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--graceful-timeout",
+                str(GRACEFUL_TIMEOUT),
+                *options,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: master and workers
+        )
+    server = Server(process, port, log)
+    deadline = time.monotonic() + START_DEADLINE
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
+        try:
+            if server.request("GET", "/health", timeout=2).status == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(server)
+            raise AssertionError(
+                f"gunicorn did not answer within {START_DEADLINE}s:\n{server.output()}"
+            )
+        time.sleep(0.1)
+
+
+def stop(server: Server, timeout: float = GRACEFUL_TIMEOUT + 10) -> int:
+    """SIGTERM the master by its PID; SIGKILL its process group if it outlives ``timeout``."""
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    _reap_group(process.pid)
+    return process.returncode
+
+
+def _reap_group(group: int) -> None:
+    """Make sure no worker of the group outlives its master (killing any that would)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    raise AssertionError(f"workers of process group {group} outlived their master")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start(tmp_path_factory.mktemp("gunicorn"))
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+# -- single exchanges --------------------------------------------------------------------------
+
+
+def test_home_and_health(server: Server) -> None:
+    home = server.request("GET", "/")
+    assert home.status == 200
+    assert home.headers["content-type"] == "text/html; charset=utf-8"
+    assert b"<h1>Bookstore</h1>" in home.body
+    health = server.request("GET", "/health")
+    assert health.status == 200
+    assert health.json["status"] == "ok"
+    assert isinstance(health.json["books"], int)
+    assert health.headers["server"].startswith("gunicorn")
+
+
+def test_json_get(server: Server) -> None:
+    answer = server.request("GET", "/books/6")
+    assert answer.status == 200
+    assert answer.headers["content-length"] == str(len(answer.body))
+    assert answer.json == {
+        "id": 6,
+        "title": "Kindred",
+        "author": {"id": 3, "name": "Octavia E. Butler"},
+        "year": 1979,
+        "tags": ["classic", "science-fiction"],
+    }
+    listing = server.request("GET", "/books?tag=classic&limit=2")
+    assert [book["id"] for book in listing.json["items"]] == [1, 2]
+    assert listing.json["next"] == "/books?tag=classic&limit=2&offset=2"
+
+
+def test_head(server: Server) -> None:
+    answer = server.request("HEAD", "/books/6")
+    assert (answer.status, answer.body) == (200, b"")
+    assert int(answer.headers["content-length"]) > 0
+
+
+def test_post_is_201_and_every_worker_sees_it(server: Server) -> None:
+    created = server.request("POST", "/books", {"title": "Dawn", "author_id": 3, "year": 1987})
+    assert created.status == 201, created
+    location = created.headers["location"]
+    assert location == f"/books/{created.json['id']}"
+    # Sync workers close each connection: several requests spread over both workers.
+    for _ in range(10):
+        again = server.request("GET", location)
+        assert again.status == 200, again
+        assert again.json["title"] == "Dawn"
+
+
+def test_not_found_is_json(server: Server) -> None:
+    missing = server.request("GET", "/books/999999")
+    assert (missing.status, missing.json) == (404, {"message": "No book with id 999999"})
+    nowhere = server.request("GET", "/no/such/page")
+    assert (nowhere.status, nowhere.json) == (404, {"message": "Not Found"})
+
+
+def test_method_not_allowed_has_allow(server: Server) -> None:
+    answer = server.request("PUT", "/books", {"title": "X"})
+    assert answer.status == 405
+    assert answer.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    assert answer.json == {"message": "Method Not Allowed"}
+    options = server.request("OPTIONS", "/books/1")
+    assert (options.status, options.headers["allow"]) == (204, "GET, HEAD, DELETE, OPTIONS")
+
+
+def test_bad_request_has_errors(server: Server) -> None:
+    invalid = server.request(
+        "POST", "/books", {"title": "X", "author_id": 1, "year": 1200, "tags": ["fine", "Not Fine"]}
+    )
+    assert invalid.status == 400
+    assert invalid.json["message"] == "Bad Request"
+    assert [error["path"] for error in invalid.json["errors"]] == ["year"]
+    tags = server.request(
+        "POST", "/books", {"title": "X", "author_id": 1, "year": 2000, "tags": ["fine", "Not Fine"]}
+    )
+    assert [error["path"] for error in tags.json["errors"]] == ["tags.1"]
+    garbage = server.request("POST", "/books", "{not json", {"Content-Type": "application/json"})
+    assert garbage.status == 400
+    assert garbage.json["message"].startswith("Invalid JSON")
+    assert server.request("GET", "/books/abc").json["errors"][0]["path"] == "id"
+    assert server.request("GET", "/books?limit=0").status == 400
+
+
+def test_forbidden_without_the_token(server: Server) -> None:
+    created = server.request("POST", "/books", {"title": "Doomed", "author_id": 1, "year": 2001})
+    location = created.headers["location"]
+    anonymous = server.request("DELETE", location)
+    assert anonymous.status == 403
+    assert anonymous.json["message"].startswith("This needs an admin token")
+    assert "hint" in anonymous.json
+    wrong = server.request("DELETE", location, headers={"Authorization": "Bearer guess"})
+    assert (wrong.status, wrong.json["message"]) == (403, "That admin token is not valid.")
+    html = server.request("DELETE", location, headers={"Accept": "text/html"})
+    assert html.status == 403
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    assert server.request("GET", location).status == 200
+    deleted = server.request("DELETE", location, headers=ADMIN)
+    assert (deleted.status, deleted.body) == (204, b"")
+    assert server.request("GET", location).status == 404
+
+
+def test_access_log_goes_to_stdout(server: Server) -> None:
+    server.request("GET", "/health?from=access-log-test")
+    deadline = time.monotonic() + 5
+    while "/health?from=access-log-test" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    assert server.output().count("Booting worker with pid") >= 2
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+def test_burst_of_requests_from_threads(server: Server) -> None:
+    """200 requests from 4 threads, reads and writes mixed: no wrong answer."""
+    before = server.request("GET", "/health").json["books"]
+    created: list[int] = []
+    lock = threading.Lock()
+
+    def one(number: int) -> str | None:
+        kind = number % 5
+        try:
+            if kind == 0:
+                answer = server.request("GET", "/books/6")
+                ok = answer.status == 200 and answer.json["title"] == "Kindred"
+            elif kind == 1:
+                answer = server.request("GET", "/health")
+                ok = answer.status == 200 and answer.json["status"] == "ok"
+            elif kind == 2:
+                answer = server.request("GET", "/books?author=2&limit=1")
+                ok = answer.status == 200 and answer.json["items"][0]["id"] == 4
+            elif kind == 3:
+                answer = server.request("GET", f"/books/{10_000 + number}")
+                ok = answer.status == 404
+            else:
+                answer = server.request(
+                    "POST", "/books", {"title": f"Burst {number}", "author_id": 2, "year": 1990}
+                )
+                ok = answer.status == 201 and answer.json["title"] == f"Burst {number}"
+                if ok:
+                    with lock:
+                        created.append(answer.json["id"])
+        except Exception as ex:  # a refused or reset connection is a wrong answer too
+            return f"request {number}: {type(ex).__name__}: {ex}"
+        return None if ok else f"request {number}: {answer!r}"
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(one, range(200), timeout=45))
+    wrong = [outcome for outcome in outcomes if outcome is not None]
+    assert wrong == [], wrong[:5]
+    assert time.monotonic() - started < 45
+    assert len(created) == len(set(created)) == 40
+    assert server.request("GET", "/health").json["books"] == before + 40
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_master_within_the_graceful_timeout(tmp_path: Path) -> None:
+    running = start(tmp_path / "graceful")
+    try:
+        assert running.request("GET", "/health").status == 200
+        running.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = running.process.wait(GRACEFUL_TIMEOUT + 5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the master outlived its graceful timeout:\n{running.output()}")
+        elapsed = time.monotonic() - started
+        assert code == 0, running.output()
+        assert elapsed < GRACEFUL_TIMEOUT + 2, elapsed
+        assert "Handling signal: term" in running.output()
+        with pytest.raises(OSError):
+            running.request("GET", "/health", timeout=2)
+    finally:
+        stop(running)  # a no-op when it exited; SIGKILLs the group otherwise
