@@ -40,7 +40,8 @@ def serve(target: str, options: dict[str, Any]) -> None:
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in options.items():
-                if value is not None:
+                # The control-socket settings exist from gunicorn 25.1 on only.
+                if value is not None and key in self.cfg.settings:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
@@ -136,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--access-log", default="-", help="file, or - for stdout")
     serve_parser.add_argument("--log-level", default="info")
     serve_parser.add_argument("--pid", default=None, help="write the master's PID here")
+    serve_parser.add_argument(
+        "--control-socket",
+        default=None,
+        help="enable gunicorn's control socket (gunicornc) at this path; off by default, "
+        "as its default path is shared by every server of the user",
+    )
 
     dev_parser = commands.add_parser("dev", help="serve with werkzeug's reloader")
     dev_parser.add_argument("app")
@@ -177,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loglevel": args.log_level,
                 "pidfile": args.pid,
                 "preload_app": False,
+                "control_socket": args.control_socket,
+                "control_socket_disable": args.control_socket is None,
             },
         )
     elif args.command == "dev":
