@@ -219,7 +219,7 @@ class App:
         class_groups = spec.groups if spec else ()
         factory = None
         routes = []
-        for name, member in inspect.getmembers(cls):
+        for name, member in _members_in_source_order(cls):
             for route_spec in route_specs(member):
                 if factory is None:
                     factory = self.container.constructor(
@@ -268,6 +268,16 @@ class App:
         route = Route("/", ("*",), function)
         self._bind(route, function, None, claimed=True)
         return route
+
+
+def _members_in_source_order(cls: type) -> list[tuple[str, Any]]:
+    """Return the class's attributes, bases first, each class's in definition order."""
+    members: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name in vars(klass):
+            members.pop(name, None)  # an override moves to where the subclass defines it
+            members[name] = getattr(cls, name, None)
+    return list(members.items())
 
 
 def _invoker(
