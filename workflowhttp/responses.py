@@ -45,6 +45,9 @@ OCTETS = "application/octet-stream"
 
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _NO_BODY = frozenset({204, 304})
+_WITH_BODY_LINES = {
+    code: line for code, line in _STATUS_LINES.items() if code >= 200 and code not in _NO_BODY
+}
 _json_encode = msgspec.json.Encoder().encode
 
 
@@ -297,43 +300,65 @@ def write(
     environ: dict[str, Any],
     start_response: Callable[..., Any],
 ) -> Iterable[bytes]:
-    """Start the WSGI response and return its body iterable."""
-    if isinstance(response, WerkzeugResponse):
-        return response(environ, start_response)
+    """Start the WSGI response and return its body iterable.
+
+    PERF: the common response (bytes body, no extra headers, a status with a body) takes the
+    first branch: one status-line lookup, a two-item header list, no ``Headers`` object.
+    """
+    if not isinstance(response, Response):
+        return response(environ, start_response)  # a werkzeug Response is a WSGI app
     status = response.status
     body = response.body
-    no_body = status in _NO_BODY or status < 200
+    content_type = response._content_type
+    if response._headers is None and body.__class__ is bytes and content_type:
+        line = _WITH_BODY_LINES.get(status)
+        if line is not None:
+            start_response(
+                line, [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            )
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+    return _write_any(response, status, body, environ, start_response)
+
+
+def _write_any(
+    response: Response,
+    status: int,
+    body: Any,
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+) -> Iterable[bytes]:
+    line = status_line(status)
     headers = response._headers
     if headers is None:
         content_type = response._content_type
-        if no_body:
-            start_response(_STATUS_LINES.get(status) or status_line(status), [])
-            return []
         header_list = [("Content-Type", content_type)] if content_type else []
     else:
         header_list = headers.to_wsgi_list()
-        if no_body:
-            header_list = [
-                (k, v)
-                for k, v in header_list
-                if k.lower() not in ("content-type", "content-length")
-            ]
-            start_response(status_line(status), header_list)
-            return []
-    if isinstance(body, (bytes, bytearray)):
+    if status in _NO_BODY or status < 200:
+        header_list = [
+            (name, value)
+            for name, value in header_list
+            if name.lower() not in ("content-type", "content-length")
+        ]
+        start_response(line, header_list)
+        _close(body)
+        return []
+    if isinstance(body, (bytes, bytearray, memoryview)):
         if headers is None or "Content-Length" not in headers:
             header_list.append(("Content-Length", str(len(body))))
-        start_response(_STATUS_LINES.get(status) or status_line(status), header_list)
-        if environ["REQUEST_METHOD"] == "HEAD":
-            return []
-        return [bytes(body)]
-    start_response(status_line(status), header_list)
+        start_response(line, header_list)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [bytes(body)]
+    start_response(line, header_list)
     if environ["REQUEST_METHOD"] == "HEAD":
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
+        _close(body)
         return []
     return _Stream(body)
+
+
+def _close(body: Any) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
 
 
 class _Stream:

@@ -450,16 +450,32 @@ class Router:
         """
         leaf = self._static.get(path)
         if leaf is not None:
-            route = leaf.get(method) or leaf.get(ANY)
-            if route is None and method == "HEAD":
-                route = leaf.get("GET")
+            route = _for_method(leaf, method)
             if route is not None:
                 return route, {}
-        allowed: set[str] = set()
+        segments = path[1:].split("/") if path != "/" else []
+        # PERF: first the straight descent (static child, else the {name} child) that the
+        # depth-first search would try first; when it ends on a route for the method, the
+        # search would have found the same one. Anything else takes the full search.
+        node = self._root
         captures: list[str] = []
-        route = _search(
-            self._root, path[1:].split("/") if path != "/" else [], 0, method, captures, allowed
-        )
+        for segment in segments:
+            child = node.static.get(segment)
+            if child is None:
+                child = node.param
+                if child is None or node.patterns or not segment or segment == "..":
+                    break
+                captures.append(segment)
+            node = child
+        else:
+            leaf = node.leaf
+            if leaf is not None:
+                route = _for_method(leaf, method)
+                if route is not None:
+                    return route, dict(zip(route.param_names, captures, strict=True))
+        allowed: set[str] = set()
+        captures = []
+        route = _search(self._root, segments, 0, method, captures, allowed)
         if route is None:
             return None, _allow_header_methods(allowed)
         if not captures:
@@ -499,10 +515,16 @@ def _segment_regex(segment: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def _pick(leaf: dict[str, Route], method: str, allowed: set[str]) -> Route | None:
+def _for_method(leaf: dict[str, Route], method: str) -> Route | None:
+    """Return the leaf's route for ``method``: its own, else ``ANY``, else GET for HEAD."""
     route = leaf.get(method) or leaf.get(ANY)
     if route is None and method == "HEAD":
         route = leaf.get("GET")
+    return route
+
+
+def _pick(leaf: dict[str, Route], method: str, allowed: set[str]) -> Route | None:
+    route = _for_method(leaf, method)
     if route is None:
         allowed.update(leaf)
     return route
