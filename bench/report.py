@@ -60,7 +60,8 @@ def _rate(ns: float) -> str:
     return f"{rate:.0f}/s"
 
 
-def _ratio(values: Sequence[float]) -> str:
+def ratio_text(values: Sequence[float]) -> str:
+    """Return the median of ``values`` as ``1.23x``, with ``±N%`` from 4 values on."""
     if not values:
         return "n/a"
     q1, median, q3 = _quartiles(values)
@@ -70,7 +71,8 @@ def _ratio(values: Sequence[float]) -> str:
     return f"{median:.2f}x ±{spread:.0f}%"
 
 
-def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+    """Return the lines of a Markdown table; ``align`` has one ``l`` or ``r`` per column."""
     lines = ["| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -112,9 +114,9 @@ def markdown(plan: Plan, meta: dict[str, Any]) -> str:
             else:
                 row.append("—")
             ratios = group_ratios(group)
-            row += [_ratio(ratios.get(rival, [])) for rival in RIVALS]
+            row += [ratio_text(ratios.get(rival, [])) for rival in RIVALS]
             rows.append(row)
-        lines += _table(header, "l" + "r" * (len(header) - 1), rows)
+        lines += table(header, "l" + "r" * (len(header) - 1), rows)
         lines.append("")
 
     variant_groups = [g for g in plan.groups if g.kind == "variants" and g.contenders]
@@ -137,10 +139,10 @@ def markdown(plan: Plan, meta: dict[str, Any]) -> str:
                         _rate(contender.median_ns),
                         "baseline"
                         if contender is group.baseline
-                        else _ratio(ratios.get(contender.label, [])),
+                        else ratio_text(ratios.get(contender.label, [])),
                     ]
                 )
-        lines += _table(["variant", "µs/request", "requests/s", "cost"], "lrrr", rows)
+        lines += table(["variant", "µs/request", "requests/s", "cost"], "lrrr", rows)
         lines.append("")
 
     for title, items in (("Notes", plan.notes), ("Discrepancies", plan.discrepancies)):

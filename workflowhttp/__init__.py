@@ -28,6 +28,7 @@ from .errors import (
     Unauthorized,
     UnprocessableEntity,
     UnsupportedMediaType,
+    URITooLong,
     WorkflowError,
     WorkflowStalled,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Route",
     "ServiceUnavailable",
     "TooManyRequests",
+    "URITooLong",
     "Unauthorized",
     "UnprocessableEntity",
     "UnsupportedMediaType",

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
 from .di import Container
@@ -45,6 +46,13 @@ class App:
             ``@listener`` methods, or functions marked with ``@listener``.
         providers: Services for injection (see :mod:`workflowhttp.di`).
         limits: The :class:`Limits` on what a request may make the app read.
+        trusted_hosts: The host names the app answers for (``"example.com"``, or
+            ``".example.com"`` for it and its subdomains); any other ``Host`` is a 400.
+            ``None`` (default) accepts any.
+        proxy_hops: How many reverse proxies in front of the app to trust for
+            ``X-Forwarded-For/-Proto/-Host/-Port`` (an int), or werkzeug ``ProxyFix``
+            arguments (``{"x_for": 1, "x_proto": 1}``). ``0`` (default) trusts none: the
+            headers are ignored, since any client can send them.
         debug: Show tracebacks in 500 responses. Never in production.
 
     Raises:
@@ -58,10 +66,16 @@ class App:
         providers: Iterable[Any] = (),
         *,
         limits: Limits | None = None,
+        trusted_hosts: Iterable[str] | None = None,
+        proxy_hops: int | dict[str, int] = 0,
         debug: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a Limits, not {type(limits).__name__}")
+        if isinstance(trusted_hosts, str):
+            raise ConfigurationError("trusted_hosts is a list of host names, not one string")
+        self.trusted_hosts = list(trusted_hosts) if trusted_hosts is not None else None
+        self._forwarded = _proxy_fix(proxy_hops)
         self.debug = debug
         self.limits = limits or Limits()
         self.request_class = Request.with_limits(self.limits)
@@ -86,6 +100,8 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Make the event → walk the states → write the response."""
+        if self._forwarded is not None:
+            self._forwarded(environ, _ignore_start_response)  # rewrites the environ in place
         event = HttpEvent(self, environ)
         try:
             walk(event, self._listeners, self.limits.max_hops)
@@ -299,6 +315,26 @@ def _the_event(event: HttpEvent) -> HttpEvent:
 
 def _the_request(event: HttpEvent) -> Request:
     return event.request
+
+
+def _proxy_fix(hops: int | dict[str, int]) -> ProxyFix | None:
+    """Build werkzeug's ProxyFix for ``hops`` trusted proxies, or ``None`` for none."""
+    if isinstance(hops, bool) or not isinstance(hops, (int, dict)):
+        raise ConfigurationError(f"proxy_hops must be an int or a dict, not {hops!r}")
+    if isinstance(hops, int):
+        if hops < 0:
+            raise ConfigurationError("proxy_hops cannot be negative")
+        if hops == 0:
+            return None
+        hops = {"x_for": hops, "x_proto": hops, "x_host": hops, "x_port": hops}
+    try:
+        return ProxyFix(_ignore_start_response, **hops)
+    except TypeError as ex:
+        raise ConfigurationError(f"proxy_hops: {ex}") from None
+
+
+def _ignore_start_response(*args: Any) -> Any:
+    return None
 
 
 def _restart(start_response: StartResponse) -> StartResponse:

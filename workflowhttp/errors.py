@@ -94,6 +94,11 @@ class PayloadTooLarge(HTTPError):
     message = "Payload Too Large"
 
 
+class URITooLong(HTTPError):
+    status = 414
+    message = "URI Too Long"
+
+
 class UnsupportedMediaType(HTTPError):
     status = 415
     message = "Unsupported Media Type"

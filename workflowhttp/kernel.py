@@ -14,8 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_host
 
-from .errors import AccessDenied, HTTPError, ParametersFailed, WorkflowStalled
+from .errors import (
+    AccessDenied,
+    HTTPError,
+    ParametersFailed,
+    RequestHeaderFieldsTooLarge,
+    WorkflowStalled,
+)
 from .events import HttpEvent
 from .request import check_query_string, content_length
 from .responses import JSONResponse, Response, render
@@ -42,21 +49,34 @@ ROUTE_FALLBACK = 1000
 
 
 def check_request(event: HttpEvent) -> None:
-    """Refuse a malformed request target or framing (400/413); else schedule ``route``.
+    """Refuse a malformed or oversized request (400/413/414/431) or an untrusted host (400).
 
     Every request is checked, whether or not its controller reads the query or the body:
-    bad input is answered as bad input wherever it is.
+    bad input is answered as bad input wherever it is. Then ``route`` is scheduled.
     """
     if event._next is not None:
         return
     environ = event.environ
-    limits = event.app.limits
+    app = event.app
+    limits = app.limits
+    # PERF: the environ holds the headers plus a few CGI keys; only a large one is counted.
+    if len(environ) > limits.max_headers and _header_count(environ) > limits.max_headers:
+        raise RequestHeaderFieldsTooLarge(f"More than {limits.max_headers} headers")
     if environ.get("CONTENT_LENGTH"):
         content_length(environ, limits.max_content_length)
     query_string = environ.get("QUERY_STRING")
     if query_string:
-        check_query_string(query_string, limits.max_params)
+        check_query_string(query_string, limits.max_params, limits.max_query_length)
+    if app.trusted_hosts is not None:
+        # SECURITY: a Host (or trusted X-Forwarded-Host) outside the list is refused, so
+        # URLs the app builds never point elsewhere (werkzeug raises SecurityError, a 400).
+        get_host(environ, app.trusted_hosts)
     event._next = ROUTE
+
+
+def _header_count(environ: dict[str, Any]) -> int:
+    count = sum(1 for key in environ if key.startswith("HTTP_"))
+    return count + ("CONTENT_TYPE" in environ) + ("CONTENT_LENGTH" in environ)
 
 
 def match_route(event: HttpEvent) -> None:

@@ -14,6 +14,8 @@ _DEFAULTS: dict[str, int] = {
     "max_form_parts": 1000,
     "max_form_files": 100,
     "max_params": 1000,
+    "max_query_length": 8192,
+    "max_headers": 100,
     "max_json_depth": 64,
     "max_hops": 32,
 }
@@ -26,9 +28,15 @@ class Limits:
         max_content_length: Largest request body in bytes (default 1 MiB). Checked against
             ``Content-Length`` before reading and while reading a chunked body: 413.
         max_form_memory_size: Largest non-file form field kept in memory (default 500 kB): 413.
-        max_form_parts: Most parts in a multipart body (default 1000): 413.
-        max_form_files: Most uploaded files in a multipart body (default 100): 400.
+        max_form_parts: Most parts in a multipart body (default 1000): 400, refused as the
+            part after the limit arrives.
+        max_form_files: Most uploaded files in a multipart body (default 100): 400, refused
+            before the file after the limit is read.
         max_params: Most query plus form fields (default 1000): 400.
+        max_query_length: Longest query string in bytes (default 8192): 414. The request line
+            as a whole is bounded by the server (gunicorn's ``--limit-request-line``).
+        max_headers: Most request headers (default 100): 431. Each header's size is bounded
+            by the server (gunicorn's ``--limit-request-field-size``).
         max_json_depth: Deepest nesting of arrays/objects in a JSON body (default 64): 400.
         max_hops: Most state moves of one request through the workflow (default 32); more is a
             loop: logged and answered 500.
@@ -41,6 +49,8 @@ class Limits:
     max_form_parts: int
     max_form_files: int
     max_params: int
+    max_query_length: int
+    max_headers: int
     max_json_depth: int
     max_hops: int
 

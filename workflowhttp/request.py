@@ -18,7 +18,7 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import File
 from werkzeug.wrappers import Request as _WerkzeugRequest
 
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, URITooLong
 from .routing import _BAD_PERCENT
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def content_length(environ: dict[str, Any], limit: int) -> int | None:
     return length
 
 
-def check_query_string(query_string: str, max_params: int) -> str:
+def check_query_string(query_string: str, max_params: int, max_length: int = 0) -> str:
     """Return the raw WSGI ``QUERY_STRING`` as text, refusing a malformed one.
 
     Every request's query string is checked, used or not: invalid input is a 400 wherever it
@@ -162,7 +162,10 @@ def check_query_string(query_string: str, max_params: int) -> str:
 
     Raises:
         BadRequest: invalid UTF-8 or percent-encoding, or more than ``max_params`` fields.
+        URITooLong: longer than ``max_length`` (when given).
     """
+    if max_length and len(query_string) > max_length:
+        raise URITooLong(f"Query string longer than {max_length} bytes")
     if not query_string.isascii():
         try:
             query_string = query_string.encode("latin-1").decode("utf-8")
