@@ -47,11 +47,12 @@ HAPPY_PATH = ["request", "route", "auth", "resolve_parameters", "controller", "r
 class Stub:
     """The slots walk() needs, plus a log of what the listeners saw."""
 
-    __slots__ = ("_next", "_stopped", "error", "seen", "state")
+    __slots__ = ("_next", "_stopped", "error", "error_state", "seen", "state")
 
     def __init__(self) -> None:
         self.state = ""
         self.error: BaseException | None = None
+        self.error_state: str | None = None
         self._next: str | None = None
         self._stopped = False
         self.seen: list[Any] = []
@@ -313,6 +314,7 @@ def test_an_exception_before_response_routes_to_controller_error(state):
     path = HAPPY_PATH[: HAPPY_PATH.index(state) + 1]
     assert states_seen(event) == [*path, "controller_error", "response"]
     assert event.error is error
+    assert event.error_state == state
     assert (state, "skipped") not in event.seen
 
 

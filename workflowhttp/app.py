@@ -22,8 +22,9 @@ from .events import (
     compile_listeners,
     marked_listeners,
 )
-from .kernel import DEFAULT_LISTENERS, error_response
+from .kernel import error_response, kernel_listeners
 from .limits import Limits
+from .middleware import MiddlewareSet
 from .params import build_plan
 from .request import Request
 from .responses import Response, write
@@ -53,6 +54,8 @@ class App:
             ``X-Forwarded-For/-Proto/-Host/-Port`` (an int), or werkzeug ``ProxyFix``
             arguments (``{"x_for": 1, "x_proto": 1}``). ``0`` (default) trusts none: the
             headers are ignored, since any client can send them.
+        middlewares: Global middlewares (classes, instances or ``Middleware(...)`` with a
+            priority and route filters); see :mod:`workflowhttp.middleware`.
         debug: Show tracebacks in 500 responses. Never in production.
 
     Raises:
@@ -68,6 +71,7 @@ class App:
         limits: Limits | None = None,
         trusted_hosts: Iterable[str] | None = None,
         proxy_hops: int | dict[str, int] = 0,
+        middlewares: Iterable[Any] = (),
         debug: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
@@ -84,11 +88,9 @@ class App:
         )
         self.router = Router()
         self.router.adopt_callable = self._compile_callable
+        self.middlewares = MiddlewareSet(self.container, middlewares)
         self._sequence = itertools.count()
-        self._registrations: list[Registration] = [
-            Registration(state, priority, next(self._sequence), function)
-            for state, priority, function in DEFAULT_LISTENERS
-        ]
+        self._registrations: list[Registration] = []  # the users'; the kernel's are added
         self._listeners: dict[str, tuple[Listener, ...]] = {}
         for controller in controllers:
             self._add_controller(controller)
@@ -184,8 +186,16 @@ class App:
         )
 
     def _compile(self) -> None:
+        # The kernel's listeners come first among equal priorities; the middleware runners
+        # are among them only when the app has middlewares.
+        kernel = [
+            Registration(state, priority, -1_000_000 + index, function)
+            for index, (state, priority, function) in enumerate(
+                kernel_listeners(middleware=not self.middlewares.empty)
+            )
+        ]
         # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
-        self._listeners = compile_listeners(self._registrations)
+        self._listeners = compile_listeners(kernel + self._registrations)
 
     def _add_listener_object(self, item: Any) -> None:
         if isinstance(item, type):
@@ -211,6 +221,8 @@ class App:
         if not routes:
             raise ConfigurationError(f"controller {controller!r} declares no routes")
         self.router.add(*routes)
+        if any(route.middlewares for route in routes):
+            self._compile()  # the first route middlewares bring the middleware runners in
 
     def _function_routes(self, function: Any) -> list[Route]:
         specs = route_specs(function)
@@ -226,6 +238,7 @@ class App:
                 description=spec.route_description,
             )
             self._bind(route, function, None)
+            route.middlewares = self.middlewares.for_route(route, (), spec.middlewares)
             routes.append(route)
         return routes
 
@@ -233,6 +246,7 @@ class App:
         spec = controller_spec(cls)
         base = spec.base if spec else ""
         class_groups = spec.groups if spec else ()
+        class_middlewares = spec.middlewares if spec else ()
         factory = None
         routes = []
         for name, member in _members_in_source_order(cls):
@@ -253,6 +267,9 @@ class App:
                     controller=cls,
                 )
                 self._bind(route, member, None if is_static else factory)
+                route.middlewares = self.middlewares.for_route(
+                    route, class_middlewares, route_spec.middlewares
+                )
                 routes.append(route)
         return routes
 

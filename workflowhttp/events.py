@@ -41,6 +41,8 @@ class HttpEvent:
         status: The status given to ``send()``, overriding the rendered one.
         response: The rendered response (set in ``response``); listeners may assign it.
         error: The exception, in failure states.
+        error_state: The state whose listener raised ``error`` (``None`` when a listener
+            moved to a failure state itself).
     """
 
     __slots__ = (
@@ -54,6 +56,7 @@ class HttpEvent:
         "status",
         "response",
         "error",
+        "error_state",
         "allowed_methods",
         "_next",
         "_stopped",
@@ -61,6 +64,7 @@ class HttpEvent:
         "_store",
         "_query",
         "_scoped",
+        "_middlewares",
     )
 
     def __init__(self, app: App, environ: dict[str, Any]) -> None:
@@ -74,6 +78,7 @@ class HttpEvent:
         self.status: int | None = None
         self.response: Any = None
         self.error: BaseException | None = None
+        self.error_state: str | None = None
         self.allowed_methods: tuple[str, ...] = ()
         self._next: str | None = None
         self._stopped = False
@@ -81,6 +86,7 @@ class HttpEvent:
         self._store: dict[str, Any] | None = None
         self._query: dict[str, list[str]] | None = None
         self._scoped: dict[Any, Any] | None = None
+        self._middlewares: list[Any] | None = None
 
     # -- what the request carries -------------------------------------------------------------
 

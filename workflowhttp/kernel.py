@@ -24,6 +24,7 @@ from .errors import (
     WorkflowStalled,
 )
 from .events import HttpEvent
+from .middleware import run_incoming, run_outgoing
 from .request import check_query_string, content_length
 from .responses import JSONResponse, Response, render
 from .workflow import (
@@ -52,7 +53,7 @@ def check_request(event: HttpEvent) -> None:
     """Refuse a malformed or oversized request (400/413/414/431) or an untrusted host (400).
 
     Every request is checked, whether or not its controller reads the query or the body:
-    bad input is answered as bad input wherever it is. Then ``route`` is scheduled.
+    bad input is answered as bad input wherever it is.
     """
     if event._next is not None:
         return
@@ -71,7 +72,11 @@ def check_request(event: HttpEvent) -> None:
         # SECURITY: a Host (or trusted X-Forwarded-Host) outside the list is refused, so
         # URLs the app builds never point elsewhere (werkzeug raises SecurityError, a 400).
         get_host(environ, app.trusted_hosts)
-    event._next = ROUTE
+
+
+def schedule_route(event: HttpEvent) -> None:
+    if event._next is None:
+        event._next = ROUTE
 
 
 def _header_count(environ: dict[str, Any]) -> int:
@@ -186,7 +191,8 @@ def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool
     if isinstance(error, (WorkflowStalled, WorkflowLoop)):  # no traceback worth showing
         logger.error("%s (%s)", error, where)
     else:
-        logger.error("error in state '%s' (%s)", event.state, where, exc_info=error)
+        state = event.error_state if event.error is error and event.error_state else event.state
+        logger.error("unhandled error in state '%s' (%s)", state, where, exc_info=error)
     body: dict[str, Any] = {"message": "Internal Server Error"}
     if debug and error is not None:
         body["error"] = f"{type(error).__name__}: {error}"
@@ -194,12 +200,31 @@ def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool
     return JSONResponse(body, 500)
 
 
-DEFAULT_LISTENERS: tuple[tuple[str, int, Callable[[HttpEvent], None]], ...] = (
-    (REQUEST, KERNEL, check_request),
+def run_global_middlewares(event: HttpEvent) -> None:
+    if event._next is None:
+        run_incoming(event, event.app.middlewares.unfiltered)
+
+
+def run_route_middlewares(event: HttpEvent) -> None:
+    if event._next is None:
+        chain = event.route.middlewares  # type: ignore[union-attr]
+        if chain:
+            run_incoming(event, chain)
+
+
+Kernel = tuple[tuple[str, int, Callable[[HttpEvent], None]], ...]
+
+_BEFORE_MIDDLEWARE: Kernel = ((REQUEST, KERNEL, check_request),)
+_REQUEST_MIDDLEWARE: Kernel = ((REQUEST, KERNEL, run_global_middlewares),)
+_AFTER_REQUEST_MIDDLEWARE: Kernel = (
+    (REQUEST, KERNEL, schedule_route),
     (ROUTE, KERNEL, match_route),
     (ROUTE, ROUTE_FALLBACK, route_fallback),
     (ROUTE_NOT_FOUND, KERNEL, send_not_found),
     (METHOD_NOT_ALLOWED, KERNEL, send_method_not_allowed),
+)
+_ROUTE_MIDDLEWARE: Kernel = ((AUTH, KERNEL, run_route_middlewares),)
+_AFTER_ROUTE_MIDDLEWARE: Kernel = (
     (AUTH, KERNEL, schedule_resolve_parameters),
     (RESOLVE_PARAMETERS, KERNEL, resolve_parameters),
     (CONTROLLER, KERNEL, call_controller),
@@ -208,4 +233,24 @@ DEFAULT_LISTENERS: tuple[tuple[str, int, Callable[[HttpEvent], None]], ...] = (
     (CONTROLLER_ERROR, KERNEL, send_controller_error),
     (RESPONSE, RENDER, render_result),
 )
-"""The kernel's listeners: ``(state, priority, listener)``."""
+_OUTGOING_MIDDLEWARE: Kernel = ((RESPONSE, KERNEL, run_outgoing),)
+
+
+def kernel_listeners(*, middleware: bool) -> Kernel:
+    """Return the kernel's listeners as ``(state, priority, listener)``, in registration order.
+
+    Equal priorities run in this order, so at 100 in ``request`` the checks come before the
+    global middlewares, which come before scheduling ``route``; likewise in ``auth`` the route's
+    middlewares run just before ``resolve_parameters`` is scheduled. Without middlewares their
+    runners are left out, and cost nothing.
+    """
+    if not middleware:
+        return _BEFORE_MIDDLEWARE + _AFTER_REQUEST_MIDDLEWARE + _AFTER_ROUTE_MIDDLEWARE
+    return (
+        _BEFORE_MIDDLEWARE
+        + _REQUEST_MIDDLEWARE
+        + _AFTER_REQUEST_MIDDLEWARE
+        + _ROUTE_MIDDLEWARE
+        + _AFTER_ROUTE_MIDDLEWARE
+        + _OUTGOING_MIDDLEWARE
+    )

@@ -75,7 +75,15 @@ class RouteSpec:
     function attaches the spec and returns the function unchanged.
     """
 
-    __slots__ = ("path", "methods", "route_name", "groups", "route_data", "route_description")
+    __slots__ = (
+        "path",
+        "methods",
+        "route_name",
+        "groups",
+        "route_data",
+        "route_description",
+        "middlewares",
+    )
 
     def __init__(self, path: str, methods: tuple[str, ...]) -> None:
         if not isinstance(path, str):
@@ -86,6 +94,7 @@ class RouteSpec:
         self.groups: tuple[str, ...] = ()
         self.route_data: dict[str, Any] = {}
         self.route_description = ""
+        self.middlewares: tuple[Any, ...] = ()
 
     def __call__(self, function: F) -> F:
         if not callable(function):
@@ -114,6 +123,14 @@ class RouteSpec:
     def description(self, text: str) -> RouteSpec:
         """Describe the route (shown by ``workflowhttp routes``)."""
         self.route_description = text
+        return self
+
+    def middleware(self, *middlewares: Any) -> RouteSpec:
+        """Run these middlewares (classes, instances or ``Middleware(...)``) for this route.
+
+        They run after the app's global middlewares and the controller's, in the order given.
+        """
+        self.middlewares = (*self.middlewares, *middlewares)
         return self
 
     def _verb(self, method: str) -> RouteSpec:
@@ -151,14 +168,20 @@ class RouteSpec:
 class ControllerSpec:
     """``@http.controller("/base")``: a base path and groups for a controller class."""
 
-    __slots__ = ("base", "groups")
+    __slots__ = ("base", "groups", "middlewares")
 
     def __init__(self, base: str = "") -> None:
         self.base = base
         self.groups: tuple[str, ...] = ()
+        self.middlewares: tuple[Any, ...] = ()
 
     def group(self, *groups: str) -> ControllerSpec:
         self.groups = _merge(self.groups, groups)
+        return self
+
+    def middleware(self, *middlewares: Any) -> ControllerSpec:
+        """Run these middlewares for every route of the controller, before the routes' own."""
+        self.middlewares = (*self.middlewares, *middlewares)
         return self
 
     def __call__(self, cls: T) -> T:
@@ -255,6 +278,7 @@ class Route:
         "param_names",
         "plan",
         "invoke",
+        "middlewares",
     )
 
     def __init__(
@@ -281,9 +305,11 @@ class Route:
         self.data = dict(data or {})
         self.description = description
         self.param_names = tuple(name for name, _ in _parse_template(self.path))
-        # Filled in by the app: the parameter plan and the callable that runs the controller.
+        # Filled in by the app: the parameter plan, the callable that runs the controller, and
+        # the middlewares that run once the route is known (compiled, in order).
         self.plan: Any = None
         self.invoke: Callable[[Any], Any] = _unbound
+        self.middlewares: tuple[Any, ...] = ()
 
     def url(self, **params: Any) -> str:
         """Build this route's path from ``params`` (percent-encoded)."""

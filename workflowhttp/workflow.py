@@ -184,6 +184,7 @@ class Walkable(Protocol):
 
     state: str
     error: BaseException | None
+    error_state: str | None
     _next: str | None
     _stopped: bool
 
@@ -215,6 +216,7 @@ def walk(
             if state not in ERROR_ROUTES:
                 raise
             event.error = ex
+            event.error_state = state
             event._next = ACCESS_DENIED if isinstance(ex, AccessDenied) else CONTROLLER_ERROR
         if state == RESPONSE:
             return
