@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,8 +26,9 @@ from .limits import Limits
 from .middleware import MiddlewareSet
 from .params import build_plan
 from .request import Request
-from .responses import Response, write
+from .responses import Response, prepare, status_of
 from .routing import Route, Router, controller_spec, join_paths, route_specs
+from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
 
 __all__ = ["App"]
@@ -56,6 +56,8 @@ class App:
             headers are ignored, since any client can send them.
         middlewares: Global middlewares (classes, instances or ``Middleware(...)`` with a
             priority and route filters); see :mod:`workflowhttp.middleware`.
+        stream: An event stream (:class:`workflowhttp.stream.Stream`) that receives typed
+            events of every request; see :mod:`workflowhttp.stream`.
         debug: Show tracebacks in 500 responses. Never in production.
 
     Raises:
@@ -72,6 +74,7 @@ class App:
         trusted_hosts: Iterable[str] | None = None,
         proxy_hops: int | dict[str, int] = 0,
         middlewares: Iterable[Any] = (),
+        stream: Stream | None = None,
         debug: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
@@ -88,6 +91,9 @@ class App:
         )
         self.router = Router()
         self.router.adopt_callable = self._compile_callable
+        if stream is not None and not isinstance(stream, Stream):
+            raise ConfigurationError(f"stream must be a Stream, not {type(stream).__name__}")
+        self.stream = stream
         self.middlewares = MiddlewareSet(self.container, middlewares)
         self._sequence = itertools.count()
         self._registrations: list[Registration] = []  # the users'; the kernel's are added
@@ -105,18 +111,29 @@ class App:
         if self._forwarded is not None:
             self._forwarded(environ, _ignore_start_response)  # rewrites the environ in place
         event = HttpEvent(self, environ)
+        stream = self.stream
+        trace = None
+        extra_headers: tuple[tuple[str, str], ...] = ()
+        if stream is not None:
+            trail = event._trail = stream.begin(event)
+            event.request_id = trail.request_id
+            trace = trail.states
+            extra_headers = (("X-Request-ID", trail.request_id),)
         try:
-            walk(event, self._listeners, self.limits.max_hops)
+            walk(event, self._listeners, self.limits.max_hops, trace)
             response = event.response
             if response is None:
                 raise ConfigurationError("a response listener set event.response to None")
         except Exception as ex:
             response = self._last_resort(event, ex)
         try:
-            body = write(response, environ, start_response)
-        except Exception as ex:
+            status_line, headers, body = prepare(response, environ, extra_headers)
+        except Exception as ex:  # a bad status or header: nothing is sent yet
             response = self._last_resort(event, ex)
-            body = write(response, environ, _restart(start_response))
+            status_line, headers, body = prepare(response, environ, extra_headers)
+        start_response(status_line, headers)
+        if stream is not None:
+            body = stream.finish(event, status_of(response), body)
         if event._request is not None:
             # Uploaded files are spooled to temporary files: close them when the server
             # closes the body (after a streamed body has been sent, too).
@@ -128,6 +145,9 @@ class App:
 
         An ``HTTPError`` keeps its status even here; anything else is a logged 500.
         """
+        if event.error is not error:
+            event.error = error
+            event.error_state = event.state
         return error_response(error, event, debug=self.debug)
 
     # -- configuration -------------------------------------------------------------------------
@@ -352,12 +372,3 @@ def _proxy_fix(hops: int | dict[str, int]) -> ProxyFix | None:
 
 def _ignore_start_response(*args: Any) -> Any:
     return None
-
-
-def _restart(start_response: StartResponse) -> StartResponse:
-    """Let the last-resort response replace headers already started (PEP 3333 exc_info)."""
-
-    def restart(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        return start_response(status, headers, sys.exc_info())
-
-    return restart

@@ -43,6 +43,7 @@ class HttpEvent:
         error: The exception, in failure states.
         error_state: The state whose listener raised ``error`` (``None`` when a listener
             moved to a failure state itself).
+        request_id: The request's id when the app has an event stream, else ``None``.
     """
 
     __slots__ = (
@@ -58,6 +59,7 @@ class HttpEvent:
         "error",
         "error_state",
         "allowed_methods",
+        "request_id",
         "_next",
         "_stopped",
         "_request",
@@ -65,6 +67,7 @@ class HttpEvent:
         "_query",
         "_scoped",
         "_middlewares",
+        "_trail",
     )
 
     def __init__(self, app: App, environ: dict[str, Any]) -> None:
@@ -80,6 +83,7 @@ class HttpEvent:
         self.error: BaseException | None = None
         self.error_state: str | None = None
         self.allowed_methods: tuple[str, ...] = ()
+        self.request_id: str | None = None
         self._next: str | None = None
         self._stopped = False
         self._request: Request | None = None
@@ -87,6 +91,7 @@ class HttpEvent:
         self._query: dict[str, list[str]] | None = None
         self._scoped: dict[Any, Any] | None = None
         self._middlewares: list[Any] | None = None
+        self._trail: Any = None
 
     # -- what the request carries -------------------------------------------------------------
 

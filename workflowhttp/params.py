@@ -383,9 +383,12 @@ def _query_resolver(
 def _cookies(event: HttpEvent) -> dict[str, str]:
     from werkzeug.http import parse_cookie
 
-    if event._request is not None:
-        return event._request.cookies
-    return parse_cookie(event.environ.get("HTTP_COOKIE", ""))
+    try:
+        if event._request is not None:
+            return event._request.cookies
+        return parse_cookie(event.environ.get("HTTP_COOKIE", ""))
+    except UnicodeError:
+        raise BadRequest("Invalid cookie encoding") from None
 
 
 _JSON_TYPES = ("application/json",)

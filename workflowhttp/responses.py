@@ -295,38 +295,55 @@ def _render_tuple(result: tuple[Any, ...]) -> Response | WerkzeugResponse:
 # -- writing to WSGI ----------------------------------------------------------------------------
 
 
-def write(
+def status_of(response: Response | WerkzeugResponse) -> int:
+    """Return a response's status code (ours or werkzeug's)."""
+    if isinstance(response, Response):
+        return response.status
+    return response.status_code
+
+
+Prepared = tuple[str, list[tuple[str, str]], Iterable[bytes]]
+"""A response ready for WSGI: the status line, the header list and the body iterable."""
+
+
+def prepare(
     response: Response | WerkzeugResponse,
     environ: dict[str, Any],
-    start_response: Callable[..., Any],
-) -> Iterable[bytes]:
-    """Start the WSGI response and return its body iterable.
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Prepared:
+    """Turn ``response`` into what ``start_response`` and the server need, calling neither.
+
+    Everything that can fail (a bad status, a bad header) fails here, before the app calls
+    ``start_response``, so a failure can still be answered with a clean 500.
+    ``extra_headers`` are sent after the response's own (the stream's ``X-Request-ID``),
+    without touching the response object, which may be shared between requests.
 
     PERF: the common response (bytes body, no extra headers, a status with a body) takes the
     first branch: one status-line lookup, a two-item header list, no ``Headers`` object.
     """
     if not isinstance(response, Response):
-        return response(environ, start_response)  # a werkzeug Response is a WSGI app
+        app_iter, werkzeug_line, wsgi_headers = response.get_wsgi_response(environ)
+        return werkzeug_line, [*wsgi_headers, *extra_headers], app_iter
     status = response.status
     body = response.body
     content_type = response._content_type
     if response._headers is None and body.__class__ is bytes and content_type:
         line = _WITH_BODY_LINES.get(status)
         if line is not None:
-            start_response(
-                line, [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-            )
-            return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
-    return _write_any(response, status, body, environ, start_response)
+            header_list = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            if extra_headers:
+                header_list.extend(extra_headers)
+            return line, header_list, [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+    return _prepare_any(response, status, body, environ, extra_headers)
 
 
-def _write_any(
+def _prepare_any(
     response: Response,
     status: int,
     body: Any,
     environ: dict[str, Any],
-    start_response: Callable[..., Any],
-) -> Iterable[bytes]:
+    extra_headers: tuple[tuple[str, str], ...],
+) -> Prepared:
     line = status_line(status)
     headers = response._headers
     if headers is None:
@@ -334,25 +351,23 @@ def _write_any(
         header_list = [("Content-Type", content_type)] if content_type else []
     else:
         header_list = headers.to_wsgi_list()
+    header_list.extend(extra_headers)
     if status in _NO_BODY or status < 200:
         header_list = [
             (name, value)
             for name, value in header_list
             if name.lower() not in ("content-type", "content-length")
         ]
-        start_response(line, header_list)
         _close(body)
-        return []
+        return line, header_list, []
     if isinstance(body, (bytes, bytearray, memoryview)):
         if headers is None or "Content-Length" not in headers:
             header_list.append(("Content-Length", str(len(body))))
-        start_response(line, header_list)
-        return [] if environ["REQUEST_METHOD"] == "HEAD" else [bytes(body)]
-    start_response(line, header_list)
+        return line, header_list, [] if environ["REQUEST_METHOD"] == "HEAD" else [bytes(body)]
     if environ["REQUEST_METHOD"] == "HEAD":
         _close(body)
-        return []
-    return _Stream(body)
+        return line, header_list, []
+    return line, header_list, _Stream(body)
 
 
 def _close(body: Any) -> None:

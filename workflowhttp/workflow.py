@@ -36,6 +36,7 @@ It is the only module that imports ``transitions``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from time import perf_counter
 from typing import Any, Protocol
 
 from transitions import Machine
@@ -193,8 +194,13 @@ def walk(
     event: Walkable,
     listeners: Mapping[str, tuple[Callable[[Any], Any], ...]],
     max_hops: int,
+    trace: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Walk ``event`` from ``request`` to the end of ``response``.
+
+    ``trace``, when given, receives ``(state, perf_counter())`` on entering each state and
+    ``(state, perf_counter(), listener, error)`` when a listener raises (the event stream's
+    record of the request).
 
     Raises:
         WorkflowStalled: a state's listeners scheduled no next state.
@@ -203,16 +209,21 @@ def walk(
     """
     state = REQUEST
     hops = 0
+    listener = None
     while True:
         event.state = state
         event._next = None
         event._stopped = False
+        if trace is not None:
+            trace.append((state, perf_counter()))
         try:
             for listener in listeners[state]:
                 listener(event)
                 if event._stopped:
                     break
         except Exception as ex:
+            if trace is not None:
+                trace.append((state, perf_counter(), listener, ex))
             if state not in ERROR_ROUTES:
                 raise
             event.error = ex

@@ -1,0 +1,383 @@
+"""The event stream: typed events from every request to processors on sharded threads.
+
+::
+
+    class Printer:
+        def process(self, event): print(event)
+        def shutdown(self): pass
+
+    app = App(controllers=[...], stream=Stream(Printer, shards=2))
+
+The contract, stated once:
+
+* **Processors.** The factory given to :class:`Stream` is called once per shard, in that
+  shard's thread; each shard is one thread that calls its processor's ``process(event)`` for
+  every event routed to it, so a processor needs no locks. ``shutdown()`` is called exactly
+  once per processor, when the stream shuts down.
+* **Keys.** Events with the same key reach the same shard, in the order they were sent. A
+  request's events all have its request id as key. User events sent without a key are spread
+  over the shards round robin.
+* **Never blocking.** Sending appends to the shard's bounded queue; when it is full the events
+  are dropped and counted by type in :attr:`Stream.dropped`. PERF: a request hands its whole
+  trail (the states it entered, with times) to its shard as one item at the end, and the typed
+  events are built in the shard's thread, off the request's path.
+* **Request ids.** Taken from the ``X-Request-ID`` header when ``trust_request_id=True`` (and
+  it is a short printable token), else generated; returned in the response's ``X-Request-ID``.
+* **Processes.** Threads start with the first request a process serves, so under gunicorn
+  they start in each worker after the fork, never in the master. At exit (or
+  :meth:`Stream.shutdown`) the queued events are drained within ``drain_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import ConfigurationError
+from .events import (
+    ListenerFailed,
+    RequestFailed,
+    RequestFinished,
+    RequestStarted,
+    StateEntered,
+    StreamEvent,
+    Traffic,
+)
+
+if TYPE_CHECKING:
+    from ..events import HttpEvent
+
+__all__ = [
+    "ListenerFailed",
+    "Processor",
+    "RequestFailed",
+    "RequestFinished",
+    "RequestStarted",
+    "StateEntered",
+    "Stream",
+    "StreamEvent",
+    "Traffic",
+]
+
+logger = logging.getLogger("workflowhttp.stream")
+
+_POLL = 0.005  # seconds an idle shard sleeps between looks at its queue
+# SECURITY: a client's request id is echoed in a header and logged: only a short token.
+_TRUSTABLE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class Processor(Protocol):
+    """What a stream processor provides."""
+
+    def process(self, event: StreamEvent) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _Trail:
+    """What a request records for the stream while it walks (turned into events later)."""
+
+    __slots__ = ("request_id", "key", "started", "wall", "states", "bytes_in")
+
+    def __init__(self, request_id: str, key: int, bytes_in: int) -> None:
+        self.request_id = request_id
+        self.key = key
+        self.wall = time.time()
+        self.started = time.perf_counter()
+        # (state, perf_counter) on entering a state; (state, perf_counter, listener, error)
+        # when a listener raised. Filled in by the walker.
+        self.states: list[tuple[Any, ...]] = []
+        self.bytes_in = bytes_in
+
+
+class _Shard:
+    __slots__ = ("queue", "thread", "processor")
+
+    def __init__(self) -> None:
+        self.queue: deque[Any] = deque()
+        self.thread: threading.Thread | None = None
+        self.processor: Any = None
+
+
+class Stream:
+    """The app's event stream.
+
+    Args:
+        processor: A factory (a class, or any callable) making one processor per shard.
+        shards: Number of shard threads (default 2).
+        queue_size: Items a shard may hold before new ones are dropped (default 10 000).
+        trust_request_id: Take the request id from the ``X-Request-ID`` header.
+        drain_timeout: Seconds shutdown waits for queued events to be processed (default 5).
+    """
+
+    def __init__(
+        self,
+        processor: Callable[[], Any],
+        *,
+        shards: int = 2,
+        queue_size: int = 10_000,
+        trust_request_id: bool = False,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        if not callable(processor):
+            raise ConfigurationError(f"Stream needs a processor factory, not {processor!r}")
+        for name, value in (("shards", shards), ("queue_size", queue_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"Stream {name} must be a positive int, not {value!r}")
+        self.factory = processor
+        self.queue_size = queue_size
+        self.trust_request_id = trust_request_id
+        self.drain_timeout = drain_timeout
+        self.dropped: Counter[str] = Counter()
+        """Events dropped because a shard's queue was full, by event type name."""
+        self._shard_count = shards
+        self._shards: tuple[_Shard, ...] = ()
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = False
+        self._deadline = float("inf")
+        self._counter = itertools.count(1)
+        self._spread = itertools.count()
+        self._prefix = ""
+        os.register_at_fork(after_in_child=self._forget_parent)
+
+    # -- the request path ------------------------------------------------------------------
+
+    def begin(self, event: HttpEvent) -> _Trail:
+        """Give ``event`` its request id and a trail to record (called per request)."""
+        if not self._started:
+            self.start()
+        environ = event.environ
+        number = next(self._counter)
+        request_id = None
+        if self.trust_request_id:
+            given = environ.get("HTTP_X_REQUEST_ID")
+            if given and _TRUSTABLE_ID.fullmatch(given):
+                request_id = given
+        if request_id is None:
+            request_id = f"{self._prefix}-{number:x}"
+        length = environ.get("CONTENT_LENGTH")
+        bytes_in = int(length) if length and length.isdigit() else 0
+        return _Trail(request_id, number, bytes_in)
+
+    def finish(self, event: HttpEvent, status: int, body: Iterable[bytes]) -> Iterable[bytes]:
+        """Queue the request's trail now, or when a streamed body has been sent."""
+        if isinstance(body, list):
+            self._queue_request(event, status, sum(len(chunk) for chunk in body))
+            return body
+        return _CountedBody(body, self, event, status)
+
+    def _queue_request(self, event: HttpEvent, status: int, bytes_out: int) -> None:
+        trail: _Trail = event._trail
+        route = event.route
+        item = (
+            trail,
+            event.environ.get("REQUEST_METHOD", ""),
+            event.environ.get("PATH_INFO", ""),
+            event.environ.get("REMOTE_ADDR"),
+            route.name if route is not None else None,
+            event.error,
+            status,
+            bytes_out,
+            time.perf_counter(),
+        )
+        shard = self._shards[trail.key % len(self._shards)]
+        if len(shard.queue) >= self.queue_size or self._stopping:
+            self._count_dropped(_request_event_types(trail))
+        else:
+            shard.queue.append(item)
+
+    # -- user events -----------------------------------------------------------------------
+
+    def send(self, event: StreamEvent, key: Any = None) -> bool:
+        """Send a user event; same ``key``, same shard, in order. Return whether it was queued."""
+        if not isinstance(event, StreamEvent):
+            raise TypeError(f"stream events subclass StreamEvent, not {type(event).__name__}")
+        if not self._started:
+            self.start()
+        index = next(self._spread) if key is None else hash(key)
+        shard = self._shards[index % len(self._shards)]
+        if len(shard.queue) >= self.queue_size or self._stopping:
+            self._count_dropped({type(event).__name__: 1})
+            return False
+        shard.queue.append(event)
+        return True
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the shard threads in this process (done by the first request or send)."""
+        with self._lock:
+            if self._started:
+                return
+            self._prefix = os.urandom(4).hex()
+            self._stopping = False
+            self._shards = tuple(_Shard() for _ in range(self._shard_count))
+            for index, shard in enumerate(self._shards):
+                shard.thread = threading.Thread(
+                    target=self._run,
+                    args=(shard,),
+                    name=f"workflowhttp-stream-{index}",
+                    daemon=True,
+                )
+                shard.thread.start()
+            self._started = True
+            atexit.register(self.shutdown)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Drain the queues (within ``timeout``, default ``drain_timeout``), then call each
+        processor's ``shutdown()`` once and stop the threads."""
+        with self._lock:
+            if not self._started or self._stopping:
+                return
+            self._deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
+            self._stopping = True
+        for shard in self._shards:
+            if shard.thread is not None:
+                shard.thread.join(max(0.0, self._deadline - time.monotonic()) + _POLL * 4)
+        atexit.unregister(self.shutdown)
+        with self._lock:
+            self._started = False
+
+    def _forget_parent(self) -> None:
+        # A forked child has none of the parent's threads: it starts its own on first use.
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = False
+        self._deadline = float("inf")
+        self._shards = ()
+
+    def _run(self, shard: _Shard) -> None:
+        try:
+            processor = shard.processor = self.factory()
+        except Exception:
+            logger.exception("stream processor factory failed; this shard drops its events")
+            processor = None
+        queue = shard.queue
+        while True:
+            while queue:
+                item = queue.popleft()
+                if processor is not None:
+                    self._dispatch(processor, item)
+            if self._stopping:
+                if not queue or time.monotonic() > self._deadline:
+                    break
+                continue
+            time.sleep(_POLL)
+        if queue:
+            self._count_dropped(Counter({"(undrained)": len(queue)}))
+            queue.clear()
+        if processor is not None:
+            try:
+                processor.shutdown()
+            except Exception:
+                logger.exception("stream processor shutdown failed")
+
+    def _dispatch(self, processor: Any, item: Any) -> None:
+        events: Iterable[StreamEvent] = (
+            (item,) if isinstance(item, StreamEvent) else (_request_events(*item))
+        )
+        for event in events:
+            try:
+                processor.process(event)
+            except Exception:
+                logger.exception("stream processor failed on %s", type(event).__name__)
+
+    def _count_dropped(self, counts: dict[str, int]) -> None:
+        with self._lock:
+            self.dropped.update(counts)
+
+
+def _request_event_types(trail: _Trail) -> dict[str, int]:
+    entered = sum(1 for entry in trail.states if len(entry) == 2)
+    return {
+        "RequestStarted": 1,
+        "StateEntered": entered,
+        "ListenerFailed": len(trail.states) - entered,
+        "Traffic": 1,
+        "RequestFinished": 1,
+    }
+
+
+def _request_events(
+    trail: _Trail,
+    method: str,
+    path: str,
+    client: str | None,
+    route: str | None,
+    error: BaseException | None,
+    status: int,
+    bytes_out: int,
+    ended: float,
+) -> Iterator[StreamEvent]:
+    """Build a request's typed events from its trail (in the shard's thread)."""
+    request_id = trail.request_id
+    offset = trail.wall - trail.started  # perf_counter → wall clock
+    yield RequestStarted(
+        request_id=request_id, method=method, path=path, client=client, time=trail.wall
+    )
+    spent: dict[str, float] = {}
+    entries = [entry for entry in trail.states if len(entry) == 2]
+    for index, (state, entered) in enumerate(entries):
+        left = entries[index + 1][1] if index + 1 < len(entries) else ended
+        spent[state] = spent.get(state, 0.0) + (left - entered)
+    for entry in trail.states:
+        if len(entry) == 2:
+            yield StateEntered(request_id=request_id, state=entry[0], time=entry[1] + offset)
+        else:
+            state, _, listener, failure = entry
+            yield ListenerFailed(
+                request_id=request_id,
+                state=state,
+                listener=getattr(listener, "__qualname__", repr(listener)),
+                error=f"{type(failure).__name__}: {failure}",
+            )
+    if error is not None:
+        yield RequestFailed(
+            request_id=request_id, error=f"{type(error).__name__}: {error}", status=status
+        )
+    yield Traffic(request_id=request_id, bytes_in=trail.bytes_in, bytes_out=bytes_out)
+    yield RequestFinished(
+        request_id=request_id,
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        duration=ended - trail.started,
+        states=spent,
+        time=ended + offset,
+    )
+
+
+class _CountedBody:
+    """A streamed body that counts what it sends and queues the trail when closed."""
+
+    __slots__ = ("_body", "_stream", "_event", "_status", "_sent")
+
+    def __init__(self, body: Iterable[bytes], stream: Stream, event: HttpEvent, status: int):
+        self._body = body
+        self._stream = stream
+        self._event = event
+        self._status = status
+        self._sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._stream._queue_request(self._event, self._status, self._sent)

@@ -1,0 +1,82 @@
+"""The typed, immutable events of the stream.
+
+The framework emits, for every request, in this order and all with the request's id as key:
+:class:`RequestStarted`, one :class:`StateEntered` per state, a :class:`ListenerFailed` per
+listener that raised, :class:`RequestFailed` when an exception decided the answer,
+:class:`Traffic` and, always last, :class:`RequestFinished`.
+
+Applications define their own events by subclassing :class:`StreamEvent` and send them with
+``app.stream.send(event, key=...)``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "ListenerFailed",
+    "RequestFailed",
+    "RequestFinished",
+    "RequestStarted",
+    "StateEntered",
+    "StreamEvent",
+    "Traffic",
+]
+
+
+class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every stream event (immutable; encodable with ``msgspec.json``)."""
+
+
+class RequestStarted(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    method: str
+    path: str
+    client: str | None
+    time: float
+    """Wall-clock time (``time.time()``) the request started."""
+
+
+class StateEntered(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    state: str
+    time: float
+    """Wall-clock time the state was entered."""
+
+
+class ListenerFailed(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    state: str
+    listener: str
+    """The qualified name of the listener that raised."""
+    error: str
+    """``"TypeName: message"``."""
+
+
+class RequestFailed(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    error: str
+    status: int
+
+
+class Traffic(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    bytes_in: int
+    """The request body's announced length (``Content-Length``, 0 when absent)."""
+    bytes_out: int
+    """The response body's length as sent (counted as a streamed body is sent)."""
+
+
+class RequestFinished(StreamEvent, frozen=True, kw_only=True):
+    request_id: str
+    method: str
+    path: str
+    route: str | None
+    """The matched route's name, ``None`` when no route matched."""
+    status: int
+    duration: float
+    """Seconds from the start of the request to the end of its body."""
+    states: dict[str, float]
+    """Seconds spent in each state entered."""
+    time: float
+    """Wall-clock time the request finished."""

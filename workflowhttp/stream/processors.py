@@ -1,0 +1,168 @@
+"""Built-in stream processors: a JSON log line per request, and Prometheus metrics.
+
+``LogProcessor`` needs nothing more. ``MetricsProcessor`` and :func:`metrics_endpoint` use the
+``prometheus_client`` library (``pip install workflowhttp[prometheus]``). Under gunicorn with
+several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by the workers
+(prometheus_client's multiprocess mode): every worker then writes its samples there and the
+endpoint, whichever worker serves it, adds them all up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import msgspec
+
+from ..responses import Response
+from ..routing import http
+from .events import (
+    RequestFailed,
+    RequestFinished,
+    RequestStarted,
+    StreamEvent,
+    Traffic,
+)
+
+__all__ = ["LogProcessor", "MetricsProcessor", "metrics_endpoint"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class LogProcessor:
+    """Log one JSON line per finished request on the ``workflowhttp.access`` logger.
+
+    The line holds the request id, method, path, route, status, duration in ms, time per
+    state in ms, bytes in and out, the client address, and the error of a failed request.
+    The library configures no logging: attach a handler to ``workflowhttp.access``.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        self.logger = logger or logging.getLogger("workflowhttp.access")
+        self.level = level
+        self._pending: dict[str, dict[str, Any]] = {}
+
+    def process(self, event: StreamEvent) -> None:
+        if isinstance(event, RequestStarted):
+            self._pending[event.request_id] = {"client": event.client}
+        elif isinstance(event, Traffic):
+            self._line(event.request_id).update(bytes_in=event.bytes_in, bytes_out=event.bytes_out)
+        elif isinstance(event, RequestFailed):
+            self._line(event.request_id)["error"] = event.error
+        elif isinstance(event, RequestFinished):
+            line = self._pending.pop(event.request_id, {})
+            record = {
+                "request_id": event.request_id,
+                "method": event.method,
+                "path": event.path,
+                "route": event.route,
+                "status": event.status,
+                "duration_ms": round(event.duration * 1000, 3),
+                "states_ms": {k: round(v * 1000, 3) for k, v in event.states.items()},
+                **line,
+            }
+            if self.logger.isEnabledFor(self.level):
+                self.logger.log(self.level, _encode(record).decode())
+
+    def _line(self, request_id: str) -> dict[str, Any]:
+        return self._pending.setdefault(request_id, {})
+
+    def shutdown(self) -> None:
+        self._pending.clear()
+
+
+class MetricsProcessor:
+    """Count requests and time them, by route and status, and time each state (Prometheus).
+
+    Metrics (in ``registry``, default prometheus_client's global one):
+    ``workflowhttp_requests_total{method,route,status}``,
+    ``workflowhttp_request_duration_seconds{method,route}`` (histogram),
+    ``workflowhttp_state_duration_seconds{state}`` (histogram) and
+    ``workflowhttp_request_failures_total{route}``. Unmatched requests have route ``""``.
+
+    All shards share the metrics, which prometheus_client makes thread-safe; they are created
+    once per registry.
+    """
+
+    _families: dict[int, tuple[Any, Any, Any, Any]] = {}
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Histogram
+
+        registry = registry if registry is not None else REGISTRY
+        families = self._families.get(id(registry))
+        if families is None:
+            families = self._families[id(registry)] = (
+                Counter(
+                    "workflowhttp_requests_total",
+                    "Requests answered, by method, route and status.",
+                    ["method", "route", "status"],
+                    registry=registry,
+                ),
+                Histogram(
+                    "workflowhttp_request_duration_seconds",
+                    "Time from the start of a request to the end of its body.",
+                    ["method", "route"],
+                    registry=registry,
+                ),
+                Histogram(
+                    "workflowhttp_state_duration_seconds",
+                    "Time spent in each workflow state.",
+                    ["state"],
+                    buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.1, 1.0),
+                    registry=registry,
+                ),
+                Counter(
+                    "workflowhttp_request_failures_total",
+                    "Requests whose answer an exception decided, by route.",
+                    ["route"],
+                    registry=registry,
+                ),
+            )
+        self.requests: Any = families[0]
+        self.durations: Any = families[1]
+        self.states: Any = families[2]
+        self.failures: Any = families[3]
+        self._failed: set[str] = set()
+
+    def process(self, event: StreamEvent) -> None:
+        if isinstance(event, RequestFailed):
+            self._failed.add(event.request_id)
+        elif isinstance(event, RequestFinished):
+            route = event.route or ""
+            self.requests.labels(event.method, route, str(event.status)).inc()
+            self.durations.labels(event.method, route).observe(event.duration)
+            for state, seconds in event.states.items():
+                self.states.labels(state).observe(seconds)
+            if event.request_id in self._failed:
+                self._failed.discard(event.request_id)
+                self.failures.labels(route).inc()
+
+    def shutdown(self) -> None:
+        self._failed.clear()
+
+
+def metrics_endpoint(path: str = "/metrics", registry: Any = None) -> Any:
+    """Return a route function serving the metrics in Prometheus' text format.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, it collects every worker's samples from there.
+    Add it to the app's controllers: ``App(controllers=[..., metrics_endpoint()])``.
+    """
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            collected = CollectorRegistry()
+            MultiProcessCollector(collected)  # type: ignore[no-untyped-call]
+        else:
+            collected = registry if registry is not None else REGISTRY
+        return Response(generate_latest(collected), content_type=CONTENT_TYPE_LATEST)
+
+    return http.GET(path).name("metrics").description("Prometheus metrics")(metrics)
