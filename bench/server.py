@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -111,6 +111,8 @@ class Gunicorn:
         self.info = info
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        #: Why the server could not be started, or None once it answers.
+        self.error: str | None = None
 
     @property
     def pid(self) -> int:
@@ -146,7 +148,7 @@ class Gunicorn:
             "warning",
             self.target,
         ]
-        with self.log.open("ab") as output:
+        with self.log.open("wb") as output:
             self.process = subprocess.Popen(
                 command,
                 cwd=ROOT,
@@ -165,6 +167,10 @@ class Gunicorn:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
+    def last_lines(self, lines: int = 5) -> str:
+        """Return the last lines of the log on one line, for a note."""
+        return " | ".join(self.output(lines).splitlines())
+
     def wait_ready(self, deadline: float) -> None:
         """Return once the server answers HTTP; raise :class:`ServerError` if it cannot."""
         process = self.process
@@ -173,7 +179,7 @@ class Gunicorn:
         while True:
             if process.poll() is not None:
                 raise ServerError(
-                    f"gunicorn {self.target} exited with {process.returncode}: {self.output(5)}"
+                    f"gunicorn {self.target} exited with {process.returncode}: {self.last_lines()}"
                 )
             try:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
@@ -183,12 +189,12 @@ class Gunicorn:
                     return
                 finally:
                     connection.close()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 raise ServerError(
                     f"gunicorn {self.target} did not answer within {START_DEADLINE:.0f} s: "
-                    f"{self.output(5)}"
+                    f"{self.last_lines()}"
                 )
             time.sleep(0.1)
 
@@ -229,10 +235,8 @@ class Gunicorn:
 
 
 def _kill_group(group: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _reap_group(group: int) -> None:
@@ -251,11 +255,12 @@ def _reap_group(group: int) -> None:
 def running(
     targets: list[str], workers: int, log_dir: Path, info: GunicornInfo
 ) -> Iterator[list[Gunicorn]]:
-    """Start one server per target (concurrently), yield them once all answer, stop them all.
+    """Start one server per target (concurrently), yield them once they answer, stop them all.
 
-    A server whose port was taken between choosing it and binding it is started again on
-    another port (up to three times). Every started server is stopped on the way out, whatever
-    happened.
+    A server that cannot be started is stopped and yielded with its :attr:`Gunicorn.error` set;
+    the others are still usable. A server whose port was taken between choosing it and binding
+    it is started again on another port (up to three attempts). Every server started here is
+    stopped on the way out, whatever happened in the ``with`` block.
     """
     servers = [
         Gunicorn(target, workers, log_dir / f"{target.rsplit(':', 1)[-1]}-w{workers}.log", info)
@@ -263,7 +268,7 @@ def running(
     ]
     try:
         pending = list(servers)
-        for attempt in range(3):
+        for attempt in range(1, 4):
             for server, port in zip(pending, free_ports(len(pending)), strict=True):
                 server.launch(port)
             deadline = time.monotonic() + START_DEADLINE
@@ -271,12 +276,12 @@ def running(
             for server in pending:
                 try:
                     server.wait_ready(deadline)
-                except ServerError:
-                    if attempt < 2 and "already in use" in server.output():
-                        server.stop()
+                except ServerError as ex:
+                    server.stop()
+                    if attempt < 3 and "already in use" in server.output():
                         retry.append(server)
                     else:
-                        raise
+                        server.error = str(ex)
             if not retry:
                 break
             pending = retry

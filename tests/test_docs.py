@@ -27,6 +27,7 @@ PAGES = (
     "controllers.md",
     "responses.md",
     "deployment.md",
+    "security.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 

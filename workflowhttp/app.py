@@ -81,7 +81,7 @@ class App:
             raise ConfigurationError(f"limits must be a Limits, not {type(limits).__name__}")
         if isinstance(trusted_hosts, str):
             raise ConfigurationError("trusted_hosts is a list of host names, not one string")
-        self.trusted_hosts = list(trusted_hosts) if trusted_hosts is not None else None
+        self.trusted_hosts = _trusted_hosts(trusted_hosts)
         self._forwarded = _proxy_fix(proxy_hops)
         self.debug = debug
         self.limits = limits or Limits()
@@ -354,6 +354,18 @@ def _the_request(event: HttpEvent) -> Request:
     return event.request
 
 
+def _trusted_hosts(hosts: Iterable[str] | None) -> list[str] | None:
+    """Lower-case the trusted host names (host names are case-insensitive)."""
+    if hosts is None:
+        return None
+    trusted = [host.lower() for host in hosts]
+    if not trusted:
+        raise ConfigurationError(
+            "trusted_hosts is empty, so no request could be answered; None accepts any host"
+        )
+    return trusted
+
+
 def _proxy_fix(hops: int | dict[str, int]) -> ProxyFix | None:
     """Build werkzeug's ProxyFix for ``hops`` trusted proxies, or ``None`` for none."""
     if isinstance(hops, bool) or not isinstance(hops, (int, dict)):
@@ -364,8 +376,11 @@ def _proxy_fix(hops: int | dict[str, int]) -> ProxyFix | None:
         if hops == 0:
             return None
         hops = {"x_for": hops, "x_proto": hops, "x_host": hops, "x_port": hops}
+    # SECURITY: a header the dict does not name is not trusted (ProxyFix would default
+    # x_for and x_proto to 1).
+    trusted = {"x_for": 0, "x_proto": 0, "x_host": 0, "x_port": 0, "x_prefix": 0, **hops}
     try:
-        return ProxyFix(_ignore_start_response, **hops)
+        return ProxyFix(_ignore_start_response, **trusted)
     except TypeError as ex:
         raise ConfigurationError(f"proxy_hops: {ex}") from None
 

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpEvent", "compile_listeners", "listener"]
 
-_NO_PARAMS: dict[str, str] = {}
-
 
 class HttpEvent:
     """One request's journey through the workflow; its fields fill in as the request advances.
@@ -75,8 +73,9 @@ class HttpEvent:
         self.environ = environ
         self.state = "request"
         self.route: Route | None = None
-        self.path_params: dict[str, str] = _NO_PARAMS
-        self.parameters: dict[str, Any] = _NO_PARAMS
+        # Fresh dicts: a listener may write to them, and nothing is shared between requests.
+        self.path_params: dict[str, str] = {}
+        self.parameters: dict[str, Any] = {}
         self.result: Any = None
         self.status: int | None = None
         self.response: Any = None

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.utils import host_is_trusted
 from werkzeug.wsgi import get_host
 
 from .errors import (
     AccessDenied,
+    BadRequest,
     HTTPError,
     ParametersFailed,
     RequestHeaderFieldsTooLarge,
@@ -68,10 +70,13 @@ def check_request(event: HttpEvent) -> None:
     query_string = environ.get("QUERY_STRING")
     if query_string:
         check_query_string(query_string, limits.max_params, limits.max_query_length)
-    if app.trusted_hosts is not None:
-        # SECURITY: a Host (or trusted X-Forwarded-Host) outside the list is refused, so
-        # URLs the app builds never point elsewhere (werkzeug raises SecurityError, a 400).
-        get_host(environ, app.trusted_hosts)
+    # SECURITY: a Host (or trusted X-Forwarded-Host) outside the list is refused, so URLs
+    # the app builds never point elsewhere. Host names are case-insensitive.
+    trusted = app.trusted_hosts
+    if trusted is not None:
+        host = get_host(environ)
+        if not host_is_trusted(host.lower(), trusted):
+            raise BadRequest(f"Host {host!r} is not trusted.")
 
 
 def schedule_route(event: HttpEvent) -> None:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import File
 from werkzeug.wrappers import Request as _WerkzeugRequest
 
-from .errors import BadRequest, PayloadTooLarge, URITooLong
+from .errors import BadRequest, HTTPError, PayloadTooLarge, URITooLong
 from .routing import _BAD_PERCENT
 
 if TYPE_CHECKING:
@@ -127,8 +130,13 @@ class Request(_WerkzeugRequest):
             },
         )
 
+    def get_data(self, *args: Any, **kwargs: Any) -> Any:
+        with _reading_body():
+            return super().get_data(*args, **kwargs)
+
     def _load_form_data(self) -> None:
-        super()._load_form_data()
+        with _reading_body():
+            super()._load_form_data()
         # SECURITY: werkzeug bounds the body's size; this bounds the fields the app is handed.
         fields = sum(len(values) for _, values in self.form.lists())
         if fields > self.max_params:
@@ -223,25 +231,42 @@ def read_body(event: HttpEvent) -> bytes:
         PayloadTooLarge: a body larger than ``max_content_length``.
     """
     if event._request is not None:
-        return event._request.get_data(cache=True)
+        return bytes(event._request.get_data(cache=True))
     environ = event.environ
     limit = event.app.limits.max_content_length
     stream = environ["wsgi.input"]
     length = content_length(environ, limit)
-    if length is not None:
-        body = _read_exactly(stream, length)
-        if len(body) < length:
-            raise BadRequest("Incomplete request body")
-    elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or environ.get(
-        "wsgi.input_terminated"
-    ):
-        body = _read_to_end(stream, limit)
-    else:
-        body = b""
+    with _reading_body():
+        if length is not None:
+            body = _read_exactly(stream, length)
+            if len(body) < length:
+                raise BadRequest("Incomplete request body")
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or environ.get(
+            "wsgi.input_terminated"
+        ):
+            body = _read_to_end(stream, limit)
+        else:
+            body = b""
     # Leave the body readable for a werkzeug Request built later in the request.
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     return body
+
+
+@contextmanager
+def _reading_body() -> Iterator[None]:
+    """Turn the server's failures to read a body into a 400.
+
+    SECURITY: a malformed chunked body or a client gone mid-body makes the server's reader
+    raise its own exception types (gunicorn's ``InvalidChunkSize``, ``NoMoreData``...); that
+    is bad input, not a fault of the app.
+    """
+    try:
+        yield
+    except (HTTPError, HTTPException):
+        raise
+    except Exception:
+        raise BadRequest("Malformed or incomplete request body") from None
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:

@@ -24,11 +24,15 @@ __all__ = [
 ]
 
 
-class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every stream event (immutable; encodable with ``msgspec.json``)."""
+class StreamEvent(msgspec.Struct, frozen=True):
+    """Base of every stream event (immutable; encodable with ``msgspec.json``).
+
+    Fields are positional in the order declared (the framework builds them positionally,
+    which is cheaper); construct your own events with keywords for clarity.
+    """
 
 
-class RequestStarted(StreamEvent, frozen=True, kw_only=True):
+class RequestStarted(StreamEvent, frozen=True):
     request_id: str
     method: str
     path: str
@@ -37,14 +41,14 @@ class RequestStarted(StreamEvent, frozen=True, kw_only=True):
     """Wall-clock time (``time.time()``) the request started."""
 
 
-class StateEntered(StreamEvent, frozen=True, kw_only=True):
+class StateEntered(StreamEvent, frozen=True):
     request_id: str
     state: str
     time: float
     """Wall-clock time the state was entered."""
 
 
-class ListenerFailed(StreamEvent, frozen=True, kw_only=True):
+class ListenerFailed(StreamEvent, frozen=True):
     request_id: str
     state: str
     listener: str
@@ -53,13 +57,13 @@ class ListenerFailed(StreamEvent, frozen=True, kw_only=True):
     """``"TypeName: message"``."""
 
 
-class RequestFailed(StreamEvent, frozen=True, kw_only=True):
+class RequestFailed(StreamEvent, frozen=True):
     request_id: str
     error: str
     status: int
 
 
-class Traffic(StreamEvent, frozen=True, kw_only=True):
+class Traffic(StreamEvent, frozen=True):
     request_id: str
     bytes_in: int
     """The request body's announced length (``Content-Length``, 0 when absent)."""
@@ -67,7 +71,7 @@ class Traffic(StreamEvent, frozen=True, kw_only=True):
     """The response body's length as sent (counted as a streamed body is sent)."""
 
 
-class RequestFinished(StreamEvent, frozen=True, kw_only=True):
+class RequestFinished(StreamEvent, frozen=True):
     request_id: str
     method: str
     path: str

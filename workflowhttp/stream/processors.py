@@ -38,6 +38,8 @@ class LogProcessor:
     The library configures no logging: attach a handler to ``workflowhttp.access``.
     """
 
+    events = (RequestStarted, RequestFailed, Traffic, RequestFinished)
+
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
         self.logger = logger or logging.getLogger("workflowhttp.access")
         self.level = level
@@ -85,6 +87,7 @@ class MetricsProcessor:
     once per registry.
     """
 
+    events = (RequestFailed, RequestFinished)
     _families: dict[int, tuple[Any, Any, Any, Any]] = {}
 
     def __init__(self, registry: Any = None) -> None:

@@ -1,0 +1,1 @@
+"""Small apps that the deployment tests serve under a real gunicorn."""
