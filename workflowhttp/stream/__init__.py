@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,21 +89,18 @@ class Processor(Protocol):
 class _Trail:
     """What a request records for the stream; queued whole, turned into events in the shard.
 
-    PERF: one object per request (the walker appends to its flat ``states`` list: a state
-    name, then the time it was entered, then ``(listener, error)`` for each listener of that
-    state that raised), so a request allocates next to nothing for the stream.
+    PERF: the request path records as little as it can (the walker appends to the flat
+    ``states`` list: a state name, then the time it was entered, then ``(listener, error)``
+    for each listener of that state that raised); the method, path, client and body length
+    are read from the environ, and wall-clock times derived, in the shard's thread.
     """
 
     __slots__ = (
         "request_id",
         "key",
+        "environ",
         "started",
-        "wall",
         "states",
-        "bytes_in",
-        "method",
-        "path",
-        "client",
         "route",
         "error",
         "status",
@@ -113,19 +111,28 @@ class _Trail:
     def __init__(self, request_id: str, key: int, environ: dict[str, Any]) -> None:
         self.request_id = request_id
         self.key = key
-        self.wall = time.time()
-        self.started = time.perf_counter()
+        self.environ = environ
         self.states: list[Any] = []
-        length = environ.get("CONTENT_LENGTH")
-        self.bytes_in = int(length) if length and length.isdigit() else 0
-        self.method: str = environ.get("REQUEST_METHOD", "")
-        self.path: str = environ.get("PATH_INFO", "")
-        self.client: str | None = environ.get("REMOTE_ADDR")
+        self.started = time.perf_counter()
+        # Set when the request is queued:
         self.route: str | None = None
         self.error: BaseException | None = None
         self.status = 0
         self.bytes_out = 0
         self.ended = 0.0
+
+
+_STREAMS: weakref.WeakSet[Stream] = weakref.WeakSet()
+"""Every live stream, so a forked child forgets its parent's threads (one fork hook for all,
+which never keeps a stream alive)."""
+
+
+def _after_fork_in_child() -> None:
+    for stream in list(_STREAMS):
+        stream._forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Shard:
@@ -174,10 +181,11 @@ class Stream:
         self._started = False
         self._stopping = False
         self._deadline = float("inf")
+        self._wall_offset = 0.0
         self._counter = itertools.count(1)
         self._spread = itertools.count()
         self._prefix = ""
-        os.register_at_fork(after_in_child=self._forget_parent)
+        _STREAMS.add(self)
 
     # -- the request path ------------------------------------------------------------------
 
@@ -241,6 +249,7 @@ class Stream:
             if self._started:
                 return
             self._prefix = os.urandom(4).hex()
+            self._wall_offset = time.time() - time.perf_counter()
             self._stopping = False
             self._shards = tuple(_Shard() for _ in range(self._shard_count))
             for index, shard in enumerate(self._shards):
@@ -278,18 +287,27 @@ class Stream:
         self._shards = ()
 
     def _run(self, shard: _Shard) -> None:
+        processor: Any = None
+        wanted: tuple[type, ...] | None = None
         try:
             processor = shard.processor = self.factory()
         except Exception:
             logger.exception("stream processor factory failed; this shard drops its events")
+        try:
+            wanted = _wanted(processor)
+        except ConfigurationError as ex:
+            logger.error("%s; this shard drops its events", ex)
             processor = None
-        wanted = _wanted(processor)
         queue = shard.queue
         while True:
             while queue:
-                item = queue.popleft()
+                if self._stopping and time.monotonic() > self._deadline:
+                    break  # out of time: what is left is counted as undrained
+                # No local keeps the item: an idle shard must not keep a request alive.
                 if processor is not None:
-                    self._dispatch(processor, item, wanted)
+                    self._dispatch(processor, queue.popleft(), wanted)
+                else:
+                    queue.popleft()
             if self._stopping:
                 if not queue or time.monotonic() > self._deadline:
                     break
@@ -311,7 +329,10 @@ class Stream:
                 return
             events = (item,)
         else:
-            events = _request_events(item, wanted)
+            events = _request_events(item, wanted, self._wall_offset)
+        # Free the trail (and the request's error, traceback and event) before the processor
+        # runs: a processed request must not outlive its events.
+        del item
         for event in events:
             try:
                 processor.process(event)
@@ -324,9 +345,22 @@ class Stream:
 
 
 def _wanted(processor: Any) -> tuple[type, ...] | None:
+    """Return the event types ``processor`` asks for (``None``: all of them).
+
+    Raises:
+        ConfigurationError: ``events`` is not a tuple/set/frozenset of StreamEvent classes
+            (a list such as ``self.events = []`` is more likely a processor's own record).
+    """
     wanted = getattr(processor, "events", None)
     if wanted is None:
         return None
+    if not isinstance(wanted, (tuple, set, frozenset)) or not all(
+        isinstance(kind, type) and issubclass(kind, StreamEvent) for kind in wanted
+    ):
+        raise ConfigurationError(
+            f"{type(processor).__qualname__}.events must be a tuple of StreamEvent classes "
+            f"(the types it wants), not {wanted!r}"
+        )
     return tuple(wanted)
 
 
@@ -343,20 +377,24 @@ def _request_event_types(trail: _Trail) -> dict[str, int]:
     }
 
 
-def _request_events(trail: _Trail, wanted: tuple[type, ...] | None) -> list[StreamEvent]:
+def _request_events(
+    trail: _Trail, wanted: tuple[type, ...] | None, offset: float
+) -> list[StreamEvent]:
     """Build a request's typed events from its trail (in the shard's thread).
 
-    Only the types in ``wanted`` are built (all when ``None``). PERF: positional
-    construction, one list, no generator: this runs once per request.
+    Only the types in ``wanted`` are built (all when ``None``); ``offset`` turns
+    ``perf_counter()`` times into wall-clock ones. PERF: positional construction, one list,
+    no generator: this runs once per request.
     """
     every = wanted is None
     request_id = trail.request_id
-    offset = trail.wall - trail.started  # perf_counter → wall clock
+    environ = trail.environ
+    method = environ.get("REQUEST_METHOD", "")
+    path = environ.get("PATH_INFO", "")
     events: list[StreamEvent] = []
     if every or RequestStarted in wanted:  # type: ignore[operator]
-        events.append(
-            RequestStarted(request_id, trail.method, trail.path, trail.client, trail.wall)
-        )
+        client = environ.get("REMOTE_ADDR")
+        events.append(RequestStarted(request_id, method, path, client, trail.started + offset))
     entered = every or StateEntered in wanted  # type: ignore[operator]
     failed = every or ListenerFailed in wanted  # type: ignore[operator]
     if entered or failed:
@@ -376,13 +414,15 @@ def _request_events(trail: _Trail, wanted: tuple[type, ...] | None) -> list[Stre
     if error is not None and (every or RequestFailed in wanted):  # type: ignore[operator]
         events.append(RequestFailed(request_id, _describe(error), trail.status))
     if every or Traffic in wanted:  # type: ignore[operator]
-        events.append(Traffic(request_id, trail.bytes_in, trail.bytes_out))
+        length = environ.get("CONTENT_LENGTH")
+        bytes_in = int(length) if length and length.isdigit() else 0
+        events.append(Traffic(request_id, bytes_in, trail.bytes_out))
     if every or RequestFinished in wanted:  # type: ignore[operator]
         events.append(
             RequestFinished(
                 request_id,
-                trail.method,
-                trail.path,
+                method,
+                path,
                 trail.route,
                 trail.status,
                 trail.ended - trail.started,

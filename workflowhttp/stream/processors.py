@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import weakref
 from typing import Any
 
 import msgspec
@@ -88,46 +90,57 @@ class MetricsProcessor:
     """
 
     events = (RequestFailed, RequestFinished)
-    _families: dict[int, tuple[Any, Any, Any, Any]] = {}
+    # The metric families of each registry, made once: every shard's processor shares them.
+    _families: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any, Any]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _families_lock = threading.Lock()
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import REGISTRY, Counter, Histogram
+        from prometheus_client import REGISTRY
 
         registry = registry if registry is not None else REGISTRY
-        families = self._families.get(id(registry))
-        if families is None:
-            families = self._families[id(registry)] = (
-                Counter(
-                    "workflowhttp_requests_total",
-                    "Requests answered, by method, route and status.",
-                    ["method", "route", "status"],
-                    registry=registry,
-                ),
-                Histogram(
-                    "workflowhttp_request_duration_seconds",
-                    "Time from the start of a request to the end of its body.",
-                    ["method", "route"],
-                    registry=registry,
-                ),
-                Histogram(
-                    "workflowhttp_state_duration_seconds",
-                    "Time spent in each workflow state.",
-                    ["state"],
-                    buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.1, 1.0),
-                    registry=registry,
-                ),
-                Counter(
-                    "workflowhttp_request_failures_total",
-                    "Requests whose answer an exception decided, by route.",
-                    ["route"],
-                    registry=registry,
-                ),
-            )
+        with self._families_lock:  # shards make their processors at the same moment
+            families = self._families.get(registry)
+            if families is None:
+                families = self._families[registry] = self._make_families(registry)
         self.requests: Any = families[0]
         self.durations: Any = families[1]
         self.states: Any = families[2]
         self.failures: Any = families[3]
         self._failed: set[str] = set()
+
+    @staticmethod
+    def _make_families(registry: Any) -> tuple[Any, Any, Any, Any]:
+        from prometheus_client import Counter, Histogram
+
+        return (
+            Counter(
+                "workflowhttp_requests_total",
+                "Requests answered, by method, route and status.",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            Histogram(
+                "workflowhttp_request_duration_seconds",
+                "Time from the start of a request to the end of its body.",
+                ["method", "route"],
+                registry=registry,
+            ),
+            Histogram(
+                "workflowhttp_state_duration_seconds",
+                "Time spent in each workflow state.",
+                ["state"],
+                buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.1, 1.0),
+                registry=registry,
+            ),
+            Counter(
+                "workflowhttp_request_failures_total",
+                "Requests whose answer an exception decided, by route.",
+                ["route"],
+                registry=registry,
+            ),
+        )
 
     def process(self, event: StreamEvent) -> None:
         if isinstance(event, RequestFailed):
