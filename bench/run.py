@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-extras", action="store_true", help="skip the workflowhttp variants")
     parser.add_argument(
+        "--gunicorn-stream",
+        action="store_true",
+        help="under gunicorn, also serve workflowhttp with an event stream (no-op processor of "
+        "every event): column workflowhttp_stream, ratio wf/workflowhttp_stream = its cost",
+    )
+    parser.add_argument(
         "--check-only", action="store_true", help="check every answer, time nothing"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
@@ -213,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         document = {"meta": meta}
     if gunicorn_config is not None:
-        served_results = under_gunicorn.run(frameworks, gunicorn_config, progress)
+        served_frameworks = frameworks + (["workflowhttp_stream"] if args.gunicorn_stream else [])
+        served_results = under_gunicorn.run(served_frameworks, gunicorn_config, progress)
         sections.append(under_gunicorn.markdown(served_results))
         document["gunicorn"] = under_gunicorn.as_json(served_results)
         failed = failed or bool(served_results.discrepancies)

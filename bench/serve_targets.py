@@ -13,7 +13,7 @@ import importlib
 from wsgiref.types import WSGIApplication
 
 #: The attribute names, one per framework module in ``bench/apps/``.
-TARGETS = ("raw", "flask", "falcon", "workflowhttp")
+TARGETS = ("raw", "flask", "falcon", "workflowhttp", "workflowhttp_stream")
 
 _built: dict[str, WSGIApplication] = {}
 
@@ -30,6 +30,10 @@ def __getattr__(name: str) -> WSGIApplication:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     app = _built.get(name)
     if app is None:
-        module = importlib.import_module(f"bench.apps.{name}_app")
-        app = _built[name] = module.make_app("main")
+        if name == "workflowhttp_stream":  # the main app plus a stream (no-op, every event)
+            module = importlib.import_module("bench.apps.workflowhttp_app")
+            app = _built[name] = module.make_stream_app(every_event=True)
+        else:
+            module = importlib.import_module(f"bench.apps.{name}_app")
+            app = _built[name] = module.make_app("main")
     return app

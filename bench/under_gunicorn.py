@@ -42,7 +42,7 @@ from .server import (
 #: The endpoints timed under gunicorn (names from ``bench/endpoints.py``).
 ENDPOINT_NAMES = ("hello", "user")
 #: The frameworks workflowhttp's requests/s is divided by, per round.
-OTHERS = ("raw", "flask", "falcon")
+OTHERS = ("raw", "flask", "falcon", "workflowhttp_stream")
 
 Progress = Callable[[str], None]
 

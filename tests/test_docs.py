@@ -28,6 +28,9 @@ PAGES = (
     "responses.md",
     "deployment.md",
     "security.md",
+    "middleware.md",
+    "events.md",
+    "performance.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import importlib
+import json
+import logging
+import re
 import sqlite3
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from workflowhttp import App
+from workflowhttp.stream import Stream
 from workflowhttp.testing import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 HINT = "Admin routes need the header 'Authorization: Bearer <token>'."
+
+
+@pytest.fixture(autouse=True)
+def stop_streams(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shut down every event stream a test started (each bookstore app logs through one)."""
+    started: list[Stream] = []
+    start = Stream.start
+
+    def remember(stream: Stream) -> None:
+        started.append(stream)
+        start(stream)
+
+    monkeypatch.setattr(Stream, "start", remember)
+    yield
+    for stream in started:
+        stream.shutdown()
 
 
 @pytest.fixture
@@ -470,6 +492,68 @@ def test_listeners_are_registered_before_the_kernel(bookstore: App) -> None:
     from workflowhttp import http_workflow
 
     auth = [getattr(f, "__name__", "") for f in bookstore.listeners(http_workflow.on_auth)]
-    assert auth == ["check", "schedule_resolve_parameters"]
+    assert auth == ["check", "run_route_middlewares", "schedule_resolve_parameters"]
     denied = bookstore.listeners(http_workflow.on_access_denied)
     assert [getattr(f, "__name__", "") for f in denied] == ["explain", "send_access_denied"]
+
+
+# -- middleware and the event stream -----------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def test_every_answer_has_security_headers_and_a_request_id(client: TestClient) -> None:
+    answers = [
+        client.get("/"),
+        client.get("/books/1"),
+        client.post("/books", json={"title": "X", "author_id": 1, "year": 2000}),
+        client.get("/books/99"),  # 404 raised by the controller
+        client.get("/bookz"),  # 404: no route
+        client.put("/books", json={}),  # 405
+        client.get("/books?limit=0"),  # 400
+        client.delete("/books/1"),  # 403
+        client.head("/books/1"),
+    ]
+    ids = []
+    for response in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value, (response.request.path, name)
+        request_id = response.headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", request_id), request_id
+        ids.append(request_id)
+    assert len(set(ids)) == len(ids)
+    # The bookstore does not trust ids sent by clients.
+    sent = client.get("/health", headers={"X-Request-ID": "client-chosen"})
+    assert sent.headers["X-Request-ID"] != "client-chosen"
+
+
+def test_each_request_is_logged_as_one_json_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="workflowhttp.access")
+    shown = client.get("/books/6")
+    missing = client.get("/books/99")
+    wanted = {shown.headers["X-Request-ID"], missing.headers["X-Request-ID"]}
+    deadline = time.monotonic() + 10
+    lines: dict[str, Any] = {}
+    while set(lines) != wanted:  # the stream logs from its own threads
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.01)
+        for record in list(caplog.records):
+            if record.name == "workflowhttp.access":
+                line = json.loads(record.getMessage())
+                lines[line["request_id"]] = line
+    line = lines[shown.headers["X-Request-ID"]]
+    assert (line["method"], line["path"], line["route"], line["status"]) == (
+        "GET",
+        "/books/6",
+        "books.show",
+        200,
+    )
+    assert line["bytes_out"] == len(shown.data)
+    line = lines[missing.headers["X-Request-ID"]]
+    assert (line["status"], line["error"]) == (404, "NotFound: No book with id 99")

@@ -6,9 +6,11 @@ string annotations.
 """
 
 from collections.abc import Callable
+from typing import Any
 from wsgiref.types import WSGIApplication
 
-from workflowhttp import App, http
+from workflowhttp import App, Provider, http
+from workflowhttp.stream import RequestFinished, Stream
 
 from . import MANY_ROUTES_STATIC, Item, param_text, static_text
 
@@ -70,6 +72,69 @@ def make_listeners_app() -> App:
     for state in ("request", "controller", "response"):
         app.listen(state, noop)
     return app
+
+
+class Greeting:
+    """A request-scoped service: one instance per request."""
+
+    def __init__(self) -> None:
+        self.text = "Hello, world!"
+
+
+@http.GET("/hello")
+def hello_with_service(greeting: Greeting) -> str:
+    return greeting.text
+
+
+def make_scoped_service_app() -> App:
+    """Return an app whose ``/hello`` takes a request-scoped service."""
+    return App(controllers=[hello_with_service], providers=[Provider(Greeting, scope="request")])
+
+
+class NoopMiddleware:
+    def incoming(self, event: object) -> None:
+        pass
+
+    def outgoing(self, event: object) -> None:
+        pass
+
+
+def make_middleware_app(count: int) -> App:
+    """Return the main app with ``count`` global no-op middlewares."""
+    return App(controllers=MAIN_CONTROLLERS, middlewares=[NoopMiddleware() for _ in range(count)])
+
+
+class NoopProcessor:
+    def process(self, event: object) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+class FinishedOnly(NoopProcessor):
+    events = (RequestFinished,)
+
+
+class _Settling:
+    """A WSGI app with an event stream, plus ``settle()``: wait until its queues are empty."""
+
+    def __init__(self, app: App, stream: Stream) -> None:
+        self.app = app
+        self.stream = stream
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+    def settle(self) -> None:
+        self.stream.flush(timeout=10)
+
+
+def make_stream_app(every_event: bool) -> WSGIApplication:
+    """Return the main app with an event stream whose no-op processor takes every event, or
+    only ``RequestFinished``."""
+    stream = Stream(NoopProcessor if every_event else FinishedOnly, queue_size=1_000_000)
+    return _Settling(App(controllers=MAIN_CONTROLLERS, stream=stream), stream)
 
 
 def make_app(kind: str) -> WSGIApplication:

@@ -8,6 +8,10 @@
 * ``BOOKSTORE_ADMIN_TOKEN``: the bearer token of the ``admin`` routes (default:
   ``let-me-in``, for trying the example only).
 
+Every answer carries security headers (:mod:`.middleware`) and an ``X-Request-ID``; the
+event stream logs one JSON line per request on the ``workflowhttp.access`` logger (attach a
+handler to see them, see docs/events.md).
+
 Tests and other programs call :func:`create_app` with their own settings.
 """
 
@@ -18,6 +22,8 @@ import sqlite3
 import tempfile
 
 from workflowhttp import App, Provider
+from workflowhttp.stream import Stream
+from workflowhttp.stream.processors import LogProcessor
 
 from .controllers import AuthorController, BookController, health, home
 from .listeners import (
@@ -27,6 +33,7 @@ from .listeners import (
     close_connection,
     open_connection,
 )
+from .middleware import SecurityHeaders
 from .storage import AuthorStore, BookStore, Database
 
 __all__ = ["app", "create_app"]
@@ -63,6 +70,9 @@ def create_app(
             Provider(BookStore, scope="request"),  # they need the request's connection
             Provider(AuthorStore, scope="request"),
         ],
+        middlewares=[SecurityHeaders],
+        # The stream's threads start with the first request: in each gunicorn worker.
+        stream=Stream(LogProcessor),
         debug=debug,
     )
 

@@ -73,7 +73,7 @@ __all__ = [
 
 logger = logging.getLogger("workflowhttp.stream")
 
-_POLL = 0.005  # seconds an idle shard sleeps between looks at its queue
+_POLL = 0.01  # seconds an idle shard waits between looks at its queue (or until woken)
 # SECURITY: a client's request id is echoed in a header and logged: only a short token.
 _TRUSTABLE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -91,14 +91,20 @@ class _Trail:
 
     PERF: the request path records as little as it can (the walker appends to the flat
     ``states`` list: a state name, then the time it was entered, then ``(listener, error)``
-    for each listener of that state that raised); the method, path, client and body length
-    are read from the environ, and wall-clock times derived, in the shard's thread.
+    for each listener of that state that raised); wall-clock times are derived in the shard.
+    When the request is queued, what the events need is copied out as plain values (the
+    environ's, the errors' descriptions), so a queued trail keeps no request state alive:
+    not the environ (werkzeug keeps its Request there), not an exception's traceback.
     """
 
     __slots__ = (
         "request_id",
         "key",
         "environ",
+        "method",
+        "path",
+        "client",
+        "bytes_in",
         "started",
         "states",
         "route",
@@ -111,12 +117,15 @@ class _Trail:
     def __init__(self, request_id: str, key: int, environ: dict[str, Any]) -> None:
         self.request_id = request_id
         self.key = key
-        self.environ = environ
+        self.environ: dict[str, Any] | None = environ
         self.states: list[Any] = []
         self.started = time.perf_counter()
         # Set when the request is queued:
+        self.method = self.path = ""
+        self.client: str | None = None
+        self.bytes_in = 0
         self.route: str | None = None
-        self.error: BaseException | None = None
+        self.error: str | None = None
         self.status = 0
         self.bytes_out = 0
         self.ended = 0.0
@@ -136,12 +145,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Shard:
-    __slots__ = ("queue", "thread", "processor")
+    __slots__ = ("queue", "thread", "processor", "wake")
 
     def __init__(self) -> None:
         self.queue: deque[Any] = deque()
         self.thread: threading.Thread | None = None
         self.processor: Any = None
+        # Set by flush() and shutdown() only: a request never pays for waking a shard.
+        self.wake = threading.Event()
+
+
+class _Barrier:
+    """Queued by flush(): set once the shard has processed everything queued before it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
 
 
 class Stream:
@@ -213,10 +233,28 @@ class Stream:
 
     def _queue_request(self, event: HttpEvent, status: int, bytes_out: int) -> None:
         trail: _Trail = event._trail
+        environ = trail.environ
+        if environ is None:  # queued already (a body closed twice)
+            return
+        trail.environ = None
         trail.ended = time.perf_counter()
         route = event.route
         trail.route = route.name if route is not None else None
-        trail.error = event.error
+        trail.method = environ.get("REQUEST_METHOD", "")
+        trail.path = environ.get("PATH_INFO", "")
+        trail.client = environ.get("REMOTE_ADDR")
+        length = environ.get("CONTENT_LENGTH")
+        trail.bytes_in = int(length) if length and length.isdigit() else 0
+        if event.error is not None:
+            trail.error = _describe(event.error)
+        states = trail.states
+        for index, entry in enumerate(states):
+            if entry.__class__ is tuple:  # (listener, error) → (name, description)
+                listener, failure = entry
+                states[index] = (
+                    getattr(listener, "__qualname__", repr(listener)),
+                    _describe(failure),
+                )
         trail.status = status
         trail.bytes_out = bytes_out
         shard = self._shards[trail.key % len(self._shards)]
@@ -263,6 +301,20 @@ class Stream:
             self._started = True
             atexit.register(self.shutdown)
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every event queued so far has been processed; return whether it was
+        (``False`` when ``timeout`` seconds ran out first)."""
+        if not self._started:
+            return True
+        barriers = []
+        for shard in self._shards:
+            barrier = _Barrier()
+            shard.queue.append(barrier)
+            shard.wake.set()
+            barriers.append(barrier)
+        deadline = time.monotonic() + timeout
+        return all(b.done.wait(max(0.0, deadline - time.monotonic())) for b in barriers)
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Drain the queues (within ``timeout``, default ``drain_timeout``), then call each
         processor's ``shutdown()`` once and stop the threads."""
@@ -271,6 +323,8 @@ class Stream:
                 return
             self._deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
             self._stopping = True
+        for shard in self._shards:
+            shard.wake.set()
         for shard in self._shards:
             if shard.thread is not None:
                 shard.thread.join(max(0.0, self._deadline - time.monotonic()) + _POLL * 4)
@@ -304,7 +358,9 @@ class Stream:
                 if self._stopping and time.monotonic() > self._deadline:
                     break  # out of time: what is left is counted as undrained
                 # No local keeps the item: an idle shard must not keep a request alive.
-                if processor is not None:
+                if queue[0].__class__ is _Barrier:
+                    queue.popleft().done.set()
+                elif processor is not None:
                     self._dispatch(processor, queue.popleft(), wanted)
                 else:
                     queue.popleft()
@@ -312,10 +368,17 @@ class Stream:
                 if not queue or time.monotonic() > self._deadline:
                     break
                 continue
-            time.sleep(_POLL)
-        if queue:
-            self._count_dropped(Counter({"(undrained)": len(queue)}))
-            queue.clear()
+            shard.wake.wait(_POLL)
+            shard.wake.clear()
+        undrained = 0
+        while queue:
+            if queue[0].__class__ is _Barrier:
+                queue.popleft().done.set()  # a flush() waiting on it returns
+            else:
+                queue.popleft()
+                undrained += 1
+        if undrained:
+            self._count_dropped({"(undrained)": undrained})
         if processor is not None:
             try:
                 processor.shutdown()
@@ -388,13 +451,13 @@ def _request_events(
     """
     every = wanted is None
     request_id = trail.request_id
-    environ = trail.environ
-    method = environ.get("REQUEST_METHOD", "")
-    path = environ.get("PATH_INFO", "")
+    method = trail.method
+    path = trail.path
     events: list[StreamEvent] = []
     if every or RequestStarted in wanted:  # type: ignore[operator]
-        client = environ.get("REMOTE_ADDR")
-        events.append(RequestStarted(request_id, method, path, client, trail.started + offset))
+        events.append(
+            RequestStarted(request_id, method, path, trail.client, trail.started + offset)
+        )
     entered = every or StateEntered in wanted  # type: ignore[operator]
     failed = every or ListenerFailed in wanted  # type: ignore[operator]
     if entered or failed:
@@ -407,16 +470,13 @@ def _request_events(
                 if entered:
                     events.append(StateEntered(request_id, state, entry + offset))
             elif failed:
-                listener, failure = entry
-                name = getattr(listener, "__qualname__", repr(listener))
-                events.append(ListenerFailed(request_id, state, name, _describe(failure)))
+                name, failure = entry
+                events.append(ListenerFailed(request_id, state, name, failure))
     error = trail.error
     if error is not None and (every or RequestFailed in wanted):  # type: ignore[operator]
-        events.append(RequestFailed(request_id, _describe(error), trail.status))
+        events.append(RequestFailed(request_id, error, trail.status))
     if every or Traffic in wanted:  # type: ignore[operator]
-        length = environ.get("CONTENT_LENGTH")
-        bytes_in = int(length) if length and length.isdigit() else 0
-        events.append(Traffic(request_id, bytes_in, trail.bytes_out))
+        events.append(Traffic(request_id, trail.bytes_in, trail.bytes_out))
     if every or RequestFinished in wanted:  # type: ignore[operator]
         events.append(
             RequestFinished(
