@@ -114,11 +114,8 @@ class App:
         stream = self.stream
         trace = None
         extra_headers: tuple[tuple[str, str], ...] = ()
-        if stream is not None:
-            trail = event._trail = stream.begin(event)
-            event.request_id = trail.request_id
-            trace = trail.states
-            extra_headers = (("X-Request-ID", trail.request_id),)
+        if stream is not None:  # give the request its id, and a trace for the walker to fill
+            trace, extra_headers = stream.begin(event)
         try:
             walk(event, self._listeners, self.limits.max_hops, trace)
             response = event.response

@@ -209,8 +209,9 @@ class Stream:
 
     # -- the request path ------------------------------------------------------------------
 
-    def begin(self, event: HttpEvent) -> _Trail:
-        """Give ``event`` its request id and a trail to record (called per request)."""
+    def begin(self, event: HttpEvent) -> tuple[list[Any], tuple[tuple[str, str], ...]]:
+        """Give ``event`` its request id and a trail; return the walker's trace list and the
+        response's extra headers (``X-Request-ID``). Called once per request."""
         if not self._started:
             self.start()
         environ = event.environ
@@ -222,7 +223,9 @@ class Stream:
                 request_id = given
         if request_id is None:
             request_id = f"{self._prefix}-{number:x}"
-        return _Trail(request_id, number, environ)
+        trail = event._trail = _Trail(request_id, number, environ)
+        event.request_id = request_id
+        return trail.states, (("X-Request-ID", request_id),)
 
     def finish(self, event: HttpEvent, status: int, body: Iterable[bytes]) -> Iterable[bytes]:
         """Queue the request's trail now, or when a streamed body has been sent."""
