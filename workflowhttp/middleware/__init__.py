@@ -284,12 +284,7 @@ def run_incoming(event: HttpEvent, chain: tuple[CompiledMiddleware, ...]) -> Non
             continue
         result = incoming(event)
         if result is not None:
-            if not isinstance(result, (Response, WerkzeugResponse)):
-                raise ConfigurationError(
-                    f"middleware {middleware.name}.incoming returned a "
-                    f"{type(result).__qualname__}; return a Response to answer, or None"
-                )
-            event.send(result)
+            event.send(_response(result, middleware, "incoming", "to answer"))
             return
         if event._next is not None:
             return
@@ -306,9 +301,16 @@ def run_outgoing(event: HttpEvent) -> None:
             continue
         result = outgoing(event)
         if result is not None:
-            if not isinstance(result, (Response, WerkzeugResponse)):
-                raise ConfigurationError(
-                    f"middleware {middleware.name}.outgoing returned a "
-                    f"{type(result).__qualname__}; return a Response to replace, or None"
-                )
-            event.response = result
+            event.response = _response(result, middleware, "outgoing", "to replace")
+
+
+def _response(
+    result: Any, middleware: CompiledMiddleware, step: str, purpose: str
+) -> Response | WerkzeugResponse:
+    """Return ``result`` if it is a response; else raise the clear configuration error."""
+    if not isinstance(result, (Response, WerkzeugResponse)):
+        raise ConfigurationError(
+            f"middleware {middleware.name}.{step} returned a {type(result).__qualname__}; "
+            f"return a Response {purpose}, or None"
+        )
+    return result
