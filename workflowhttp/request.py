@@ -22,7 +22,7 @@ from werkzeug.sansio.multipart import File
 from werkzeug.wrappers import Request as _WerkzeugRequest
 
 from .errors import BadRequest, HTTPError, PayloadTooLarge, URITooLong
-from .routing import _BAD_PERCENT
+from .routing.paths import BAD_PERCENT
 
 if TYPE_CHECKING:
     from .events import HttpEvent
@@ -180,7 +180,7 @@ def check_query_string(query_string: str, max_params: int, max_length: int = 0) 
         except UnicodeError:
             raise BadRequest("Invalid query string encoding") from None
     if "%" in query_string:
-        if _BAD_PERCENT.search(query_string):
+        if BAD_PERCENT.search(query_string):
             raise BadRequest("Invalid percent-encoding in query string")
         try:
             unquote_to_bytes(query_string).decode("utf-8")

@@ -1,255 +1,15 @@
-"""Route declarations (``http.GET(...)``) and the compiled router.
-
-Decorators only *describe* routes: they attach a :class:`RouteSpec` to the function and return
-it unchanged. Nothing is registered globally, so several apps can share controllers.
-
-Paths are templates with ``{name}`` segments (one non-empty segment) and ``{name:path}`` (the
-rest of the path, one or more segments). A segment may mix text and parameters
-(``/files/{name}.{ext}``).
-
-Trailing-slash policy: a trailing slash is insignificant. ``/users`` and ``/users/`` are the same
-route, both when declared and when requested (like Falcon's ``strip_url_path_trailing_slash``);
-declaring both is a duplicate route. Only the root ``/`` keeps its slash.
-
-Matching (compiled once; its cost grows with the path's depth, not with the number of routes):
-
-1. A fully static path is one dict lookup.
-2. Otherwise a segment tree is walked. At each segment a static child beats a mixed-segment
-   pattern, which beats a ``{name}`` parameter, which beats ``{name:path}``; the walk backtracks
-   when a branch leads nowhere. So ``/users/admin`` wins over ``/users/{id}`` whatever the
-   declaration order.
-3. The first route found that accepts the method wins. When routes match the path but none
-   the method, the request is a 405 with their methods in ``Allow``. ``HEAD`` is served by
-   ``GET`` routes; ``OPTIONS`` without an explicit route is answered 204 with ``Allow``.
-
-SECURITY: no parameter value may be a ``..`` segment (a ``{name:path}`` value may contain no
-``..`` segment); such a path matches nothing (404), so a path parameter cannot climb out of a
-directory it is joined to.
-"""
+"""The compiled router: routes, the static table and the segment tree (see the package)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
-from .errors import BadRequest, ConfigurationError
+from ..errors import BadRequest, ConfigurationError
+from .paths import ANY, BAD_PERCENT, METHODS, PARAM, normalize_path, parse_template
 
-__all__ = ["Route", "RouteSpec", "Router", "http"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T", bound=type)
-
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-ANY = "*"
-_SPECS = "__workflowhttp_routes__"
-_CONTROLLER = "__workflowhttp_controller__"
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
-# SECURITY: a '%' not followed by two hex digits is malformed percent-encoding.
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def normalize_path(path: str) -> str:
-    """Return ``path`` with one leading slash and no trailing slash (except the root)."""
-    if not path.startswith("/"):
-        path = "/" + path
-    if len(path) > 1:
-        path = path.rstrip("/") or "/"
-    return path
-
-
-def join_paths(base: str, path: str) -> str:
-    """Join a controller's base path and a route's path."""
-    if not base or base == "/":
-        return normalize_path(path)
-    return normalize_path(normalize_path(base) + "/" + path.lstrip("/"))
-
-
-# -- declarations -------------------------------------------------------------------------------
-
-
-class RouteSpec:
-    """What a route decorator describes; chainable, then applied to a function.
-
-    ``http.GET("/users/{id}").name("user").group("admin")`` returns a spec; applying it to a
-    function attaches the spec and returns the function unchanged.
-    """
-
-    __slots__ = (
-        "path",
-        "methods",
-        "route_name",
-        "groups",
-        "route_data",
-        "route_description",
-        "middlewares",
-    )
-
-    def __init__(self, path: str, methods: tuple[str, ...]) -> None:
-        if not isinstance(path, str):
-            raise ConfigurationError(f"route path must be a str, got {path!r}")
-        self.path = path
-        self.methods = methods
-        self.route_name: str | None = None
-        self.groups: tuple[str, ...] = ()
-        self.route_data: dict[str, Any] = {}
-        self.route_description = ""
-        self.middlewares: tuple[Any, ...] = ()
-
-    def __call__(self, function: F) -> F:
-        if not callable(function):
-            raise ConfigurationError(f"{function!r} cannot be a controller: not callable")
-        target = (
-            function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
-        )
-        target.__dict__.setdefault(_SPECS, []).append(self)
-        return function
-
-    def name(self, name: str) -> RouteSpec:
-        """Name the route (for ``app.url_for``)."""
-        self.route_name = name
-        return self
-
-    def group(self, *groups: str) -> RouteSpec:
-        """Add groups (listeners can select routes by ``"admin" in event.route.groups``)."""
-        self.groups = _merge(self.groups, groups)
-        return self
-
-    def data(self, key: str, value: Any) -> RouteSpec:
-        """Attach a value to the route (``event.route.data[key]``)."""
-        self.route_data[key] = value
-        return self
-
-    def description(self, text: str) -> RouteSpec:
-        """Describe the route (shown by ``workflowhttp routes``)."""
-        self.route_description = text
-        return self
-
-    def middleware(self, *middlewares: Any) -> RouteSpec:
-        """Run these middlewares (classes, instances or ``Middleware(...)``) for this route.
-
-        They run after the app's global middlewares and the controller's, in the order given.
-        """
-        self.middlewares = (*self.middlewares, *middlewares)
-        return self
-
-    def _verb(self, method: str) -> RouteSpec:
-        if method == ANY:
-            self.methods = (ANY,)
-        elif ANY not in self.methods and method not in self.methods:
-            self.methods = (*self.methods, method)
-        return self
-
-    def GET(self) -> RouteSpec:  # noqa: N802 - verbs are upper case, as in the decorators
-        return self._verb("GET")
-
-    def HEAD(self) -> RouteSpec:  # noqa: N802
-        return self._verb("HEAD")
-
-    def POST(self) -> RouteSpec:  # noqa: N802
-        return self._verb("POST")
-
-    def PUT(self) -> RouteSpec:  # noqa: N802
-        return self._verb("PUT")
-
-    def PATCH(self) -> RouteSpec:  # noqa: N802
-        return self._verb("PATCH")
-
-    def DELETE(self) -> RouteSpec:  # noqa: N802
-        return self._verb("DELETE")
-
-    def OPTIONS(self) -> RouteSpec:  # noqa: N802
-        return self._verb("OPTIONS")
-
-    def ANY(self) -> RouteSpec:  # noqa: N802
-        return self._verb(ANY)
-
-
-class ControllerSpec:
-    """``@http.controller("/base")``: a base path and groups for a controller class."""
-
-    __slots__ = ("base", "groups", "middlewares")
-
-    def __init__(self, base: str = "") -> None:
-        self.base = base
-        self.groups: tuple[str, ...] = ()
-        self.middlewares: tuple[Any, ...] = ()
-
-    def group(self, *groups: str) -> ControllerSpec:
-        self.groups = _merge(self.groups, groups)
-        return self
-
-    def middleware(self, *middlewares: Any) -> ControllerSpec:
-        """Run these middlewares for every route of the controller, before the routes' own."""
-        self.middlewares = (*self.middlewares, *middlewares)
-        return self
-
-    def __call__(self, cls: T) -> T:
-        if not isinstance(cls, type):
-            raise ConfigurationError(f"http.controller decorates classes, not {cls!r}")
-        setattr(cls, _CONTROLLER, self)
-        return cls
-
-
-class _Http:
-    """The route decorators: ``http.GET(path)``, ... and ``http.controller(base)``."""
-
-    def GET(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("GET",))
-
-    def HEAD(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("HEAD",))
-
-    def POST(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("POST",))
-
-    def PUT(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("PUT",))
-
-    def PATCH(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("PATCH",))
-
-    def DELETE(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("DELETE",))
-
-    def OPTIONS(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("OPTIONS",))
-
-    def ANY(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, (ANY,))
-
-    def controller(self, base: Any = "") -> Any:
-        """Mark a class as a controller, with an optional base path.
-
-        Works as ``@http.controller``, ``@http.controller("/users")`` and
-        ``@http.controller("/users").group("admin")``.
-        """
-        if isinstance(base, type):
-            return ControllerSpec("")(base)
-        return ControllerSpec(base)
-
-
-http = _Http()
-
-
-def _merge(first: Iterable[str], second: Iterable[str]) -> tuple[str, ...]:
-    """Concatenate groups, first ones first, dropping duplicates."""
-    return tuple(dict.fromkeys((*first, *second)))
-
-
-def route_specs(function: Any) -> list[RouteSpec]:
-    """Return the specs attached to ``function`` by route decorators."""
-    target = function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
-    return list(getattr(target, _SPECS, ()))
-
-
-def controller_spec(cls: type) -> ControllerSpec | None:
-    """Return the ``@http.controller`` spec of ``cls``, if it has one."""
-    spec = cls.__dict__.get(_CONTROLLER)
-    return spec if isinstance(spec, ControllerSpec) else None
-
-
-# -- compiled routes ----------------------------------------------------------------------------
+__all__ = ["Route", "Router"]
 
 
 class Route:
@@ -304,7 +64,7 @@ class Route:
         self.groups = groups
         self.data = dict(data or {})
         self.description = description
-        self.param_names = tuple(name for name, _ in _parse_template(self.path))
+        self.param_names = tuple(name for name, _ in parse_template(self.path))
         # Filled in by the app: the parameter plan, the callable that runs the controller, and
         # the middlewares that run once the route is known (compiled, in order).
         self.plan: Any = None
@@ -324,7 +84,7 @@ class Route:
             safe = "/" if match.group(2) == "path" else ""
             return quote(value, safe=safe)
 
-        path = _PARAM.sub(fill, self.path)
+        path = PARAM.sub(fill, self.path)
         if params:
             from urllib.parse import urlencode
 
@@ -337,11 +97,6 @@ class Route:
 
 def _unbound(event: Any) -> Any:
     raise RuntimeError("route is not bound to an app")
-
-
-def _parse_template(path: str) -> list[tuple[str, str | None]]:
-    """Return ``(name, converter)`` for each parameter of a path template."""
-    return [(m.group(1), m.group(2)) for m in _PARAM.finditer(path)]
 
 
 class _Node:
@@ -410,7 +165,7 @@ class Router:
             if leaf is None:
                 leaf = node.leaf = {}
             leaf.update(dict.fromkeys(route.methods, route))
-            if not _PARAM.search(route.path):
+            if not PARAM.search(route.path):
                 self._static[route.path] = leaf
             self.routes.append(route)
         self._names.update(names)
@@ -421,12 +176,12 @@ class Router:
             return node
         segments = path[1:].split("/")
         for index, segment in enumerate(segments):
-            params = _parse_template(segment)
+            params = parse_template(segment)
             if not params:
                 node = node.static.setdefault(segment, _Node())
                 continue
             converter = params[0][1]
-            if len(params) == 1 and _PARAM.fullmatch(segment):
+            if len(params) == 1 and PARAM.fullmatch(segment):
                 if converter == "path":
                     if index != len(segments) - 1:
                         raise ConfigurationError(f"{{...:path}} must end the path: {path}")
@@ -463,7 +218,7 @@ class Router:
                 raise BadRequest("Invalid path encoding") from None
         if "%" in path:
             raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-            if _BAD_PERCENT.search(raw.partition("?")[0]):
+            if BAD_PERCENT.search(raw.partition("?")[0]):
                 raise BadRequest("Invalid percent-encoding in path")
         if len(path) > 1 and path[-1] == "/":
             path = path.rstrip("/") or "/"
@@ -533,7 +288,7 @@ def _segment_regex(segment: str) -> re.Pattern[str]:
     """Compile a segment mixing text and ``{name}`` parameters."""
     parts = []
     last = 0
-    for match in _PARAM.finditer(segment):
+    for match in PARAM.finditer(segment):
         parts.append(re.escape(segment[last : match.start()]))
         parts.append("([^/]+?)")
         last = match.end()

@@ -1,0 +1,51 @@
+"""Route declarations (``http.GET(...)``) and the compiled router.
+
+Decorators only *describe* routes: they attach a :class:`RouteSpec` to the function and return
+it unchanged. Nothing is registered globally, so several apps can share controllers.
+
+Paths are templates with ``{name}`` segments (one non-empty segment) and ``{name:path}`` (the
+rest of the path, one or more segments). A segment may mix text and parameters
+(``/files/{name}.{ext}``).
+
+Trailing-slash policy: a trailing slash is insignificant. ``/users`` and ``/users/`` are the same
+route, both when declared and when requested (like Falcon's ``strip_url_path_trailing_slash``);
+declaring both is a duplicate route. Only the root ``/`` keeps its slash.
+
+Matching (compiled once; its cost grows with the path's depth, not with the number of routes):
+
+1. A fully static path is one dict lookup.
+2. Otherwise a segment tree is walked. At each segment a static child beats a mixed-segment
+   pattern, which beats a ``{name}`` parameter, which beats ``{name:path}``; the walk backtracks
+   when a branch leads nowhere. So ``/users/admin`` wins over ``/users/{id}`` whatever the
+   declaration order.
+3. The first route found that accepts the method wins. When routes match the path but none
+   the method, the request is a 405 with their methods in ``Allow``. ``HEAD`` is served by
+   ``GET`` routes; ``OPTIONS`` without an explicit route is answered 204 with ``Allow``.
+
+SECURITY: no parameter value may be a ``..`` segment (a ``{name:path}`` value may contain no
+``..`` segment); such a path matches nothing (404), so a path parameter cannot climb out of a
+directory it is joined to.
+
+The package: :mod:`.paths` (templates and the trailing-slash policy), :mod:`.declarations`
+(the decorators) and :mod:`.router` (the compiled router).
+"""
+
+from __future__ import annotations
+
+from .declarations import ControllerSpec, RouteSpec, controller_spec, http, route_specs
+from .paths import ANY, METHODS, join_paths, normalize_path
+from .router import Route, Router
+
+__all__ = [
+    "ANY",
+    "METHODS",
+    "ControllerSpec",
+    "Route",
+    "RouteSpec",
+    "Router",
+    "controller_spec",
+    "http",
+    "join_paths",
+    "normalize_path",
+    "route_specs",
+]
