@@ -199,6 +199,7 @@ class HttpEvent:
 # -- listeners ---------------------------------------------------------------------------------
 
 Listener = Callable[[HttpEvent], Any]
+"""A listener: called with the event; its return value is ignored."""
 F = TypeVar("F", bound=Callable[..., Any])
 _LISTENS = "__workflowhttp_listens__"
 

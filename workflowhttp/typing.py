@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from .events import HttpEvent
+from .events import Listener
 
 __all__ = ["Listener", "Priority", "StateName"]
 
@@ -14,6 +11,3 @@ StateName = str
 
 Priority = int
 """A listener priority: lower runs first; users default to 0, the kernel sits at 100."""
-
-Listener = Callable[[HttpEvent], Any]
-"""A listener: called with the event; its return value is ignored."""
