@@ -7,183 +7,45 @@ SIGTERM, then SIGKILL to its group when it does not exit in time.
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.servers import Server, serving, start, stop, wait_for_exit
+
 pytestmark = pytest.mark.gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "gunicorn-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 START_DEADLINE = 20.0  # seconds for the server to answer /health
 GRACEFUL_TIMEOUT = 3  # seconds, given to `serve --graceful-timeout`
 
 
-class Answer:
-    """One HTTP exchange's result."""
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def json(self) -> Any:
-        assert self.headers.get("content-type") == "application/json", self.headers
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"<Answer {self.status} {self.body[:200]!r}>"
-
-
-class Server:
-    """A gunicorn master started by this test module, and how to talk to it."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-    ) -> Answer:
-        sent = dict(headers or {})
-        payload: bytes | None = None
-        if isinstance(body, (bytes, str)):
-            payload = body.encode() if isinstance(body, str) else body
-        elif body is not None:
-            payload = json.dumps(body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=payload, headers=sent)
-            response = connection.getresponse()
-            data = response.read()
-            received = {name.lower(): value for name, value in response.getheaders()}
-            return Answer(response.status, received, data)
-        finally:
-            connection.close()
-
-    def output(self) -> str:
-        return self.log.read_text("utf-8", errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(directory: Path, *options: str) -> Server:
+def start_bookstore(directory: Path) -> Server:
     """Start the README's serve command on a free port; return once /health answers."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run").mkdir(exist_ok=True)
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        BOOKSTORE_DB=str(directory / "bookstore.sqlite3"),
-        BOOKSTORE_ADMIN_TOKEN=TOKEN,
-        # gunicorn >= 25.1 opens a control socket there: one per server, not one per user.
-        XDG_RUNTIME_DIR=str(directory / "run"),
-        PYTHONUNBUFFERED="1",
+    return start(
+        "examples.bookstore.app:app",
+        directory,
+        workers=2,
+        graceful_timeout=GRACEFUL_TIMEOUT,
+        env={
+            "BOOKSTORE_DB": str(directory / "bookstore.sqlite3"),
+            "BOOKSTORE_ADMIN_TOKEN": TOKEN,
+        },
+        deadline=START_DEADLINE,
+        wait_for_workers=False,
     )
-    log = directory / "gunicorn.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workflowhttp",
-                "serve",
-                "examples.bookstore.app:app",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--graceful-timeout",
-                str(GRACEFUL_TIMEOUT),
-                *options,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: master and workers
-        )
-    server = Server(process, port, log)
-    deadline = time.monotonic() + START_DEADLINE
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
-        try:
-            if server.request("GET", "/health", timeout=2).status == 200:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(server)
-            raise AssertionError(
-                f"gunicorn did not answer within {START_DEADLINE}s:\n{server.output()}"
-            )
-        time.sleep(0.1)
-
-
-def stop(server: Server, timeout: float = GRACEFUL_TIMEOUT + 10) -> int:
-    """SIGTERM the master by its PID; SIGKILL its process group if it outlives ``timeout``."""
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-    _reap_group(process.pid)
-    return process.returncode
-
-
-def _reap_group(group: int) -> None:
-    """Make sure no worker of the group outlives its master (killing any that would)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    raise AssertionError(f"workers of process group {group} outlived their master")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start(tmp_path_factory.mktemp("gunicorn"))
-    try:
+    with serving(start_bookstore(tmp_path_factory.mktemp("gunicorn"))) as running:
         yield running
-    finally:
-        stop(running)
 
 
 # -- single exchanges --------------------------------------------------------------------------
@@ -346,15 +208,12 @@ def test_burst_of_requests_from_threads(server: Server) -> None:
 
 
 def test_sigterm_stops_the_master_within_the_graceful_timeout(tmp_path: Path) -> None:
-    running = start(tmp_path / "graceful")
+    running = start_bookstore(tmp_path / "graceful")
     try:
         assert running.request("GET", "/health").status == 200
         running.process.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        try:
-            code = running.process.wait(GRACEFUL_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the master outlived its graceful timeout:\n{running.output()}")
+        code = wait_for_exit(running, GRACEFUL_TIMEOUT + 5)
         elapsed = time.monotonic() - started
         assert code == 0, running.output()
         assert elapsed < GRACEFUL_TIMEOUT + 2, elapsed

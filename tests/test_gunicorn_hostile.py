@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +22,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from tests.servers import Answer, Server, serving, start, stop, wait_for_exit
+
 pytestmark = pytest.mark.gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.hostile_app:app"
 START_DEADLINE = 20.0  # seconds for a server to answer /health with all its workers up
 GRACEFUL_TIMEOUT = 5  # seconds, given to `serve --graceful-timeout`
@@ -38,169 +36,35 @@ MB = 1024 * 1024
 # -- the server --------------------------------------------------------------------------------
 
 
-class Server:
-    """A gunicorn master started by this module, and how to talk to it."""
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], port: int, log: Path, markers: Path
-    ) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-        self.markers = markers
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-    ) -> tuple[int, bytes]:
-        """One request on its own connection (closed after it): ``(status, body)``."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
-
-    def echo(self, token: str, pause: float = 0.0) -> dict[str, Any]:
-        status, body = self.request("GET", f"/echo?token={token}&pause={pause}")
-        assert status == 200, body[:300]
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    def workers(self) -> set[int]:
-        """The PIDs of the master's children: its workers."""
-        tasks = Path(f"/proc/{self.process.pid}/task")
-        children: set[int] = set()
-        try:
-            for task in tasks.iterdir():
-                children.update(int(pid) for pid in (task / "children").read_text().split())
-        except FileNotFoundError:  # no /proc/<pid>/task/*/children: ask ps
-            listed = subprocess.run(
-                ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            children.update(int(pid) for pid in listed.stdout.split())
-        return children
-
-    def output(self) -> str:
-        return self.log.read_text("utf-8", errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(directory: Path, *options: str, workers: int = WORKERS) -> Server:
+def start_hostile(directory: Path, *options: str, workers: int = WORKERS) -> Server:
     """Serve the hostile app on a free port; return once /health answers and workers are up."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run").mkdir(exist_ok=True)
-    markers = directory / "markers"
-    markers.mkdir(exist_ok=True)
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        XDG_RUNTIME_DIR=str(directory / "run"),  # gunicorn's control socket: one per server
-        HOSTILE_APP_MARKERS=str(markers),
-        PYTHONUNBUFFERED="1",
+    markers = directory / "markers"  # where the app marks the requests it has begun
+    markers.mkdir(parents=True, exist_ok=True)
+    return start(
+        APP,
+        directory,
+        *options,
+        workers=workers,
+        graceful_timeout=GRACEFUL_TIMEOUT,
+        env={"HOSTILE_APP_MARKERS": str(markers)},
+        deadline=START_DEADLINE,
     )
-    log = directory / "gunicorn.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workflowhttp",
-                "serve",
-                APP,
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--graceful-timeout",
-                str(GRACEFUL_TIMEOUT),
-                *options,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: master and workers
-        )
-    server = Server(process, port, log, markers)
-    deadline = time.monotonic() + START_DEADLINE
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{server.output()}")
-        try:
-            healthy = server.request("GET", "/health", timeout=2)[0] == 200
-            if healthy and len(server.workers()) == workers:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(server)
-            raise AssertionError(
-                f"gunicorn was not up within {START_DEADLINE}s:\n{server.output()}"
-            )
-        time.sleep(0.1)
 
 
-def stop(server: Server, timeout: float = GRACEFUL_TIMEOUT + 10) -> int:
-    """SIGTERM the master by its PID; SIGKILL its process group if it outlives ``timeout``."""
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-    _reap_group(process.pid)
-    return process.returncode
-
-
-def _reap_group(group: int) -> None:
-    """Make sure no worker of the group outlives its master (killing any that would)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    raise AssertionError(f"workers of process group {group} outlived their master")
+def echo(server: Server, token: str, pause: float = 0.0) -> dict[str, Any]:
+    return server.get_json(f"/echo?token={token}&pause={pause}")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
 def sync_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start(tmp_path_factory.mktemp("sync"))
-    try:
+    with serving(start_hostile(tmp_path_factory.mktemp("sync"))) as running:
         yield running
-    finally:
-        stop(running)
 
 
 @pytest.fixture(scope="module")
 def threaded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start(tmp_path_factory.mktemp("threaded"), "--threads", "4")
-    try:
+    with serving(start_hostile(tmp_path_factory.mktemp("threaded"), "--threads", "4")) as running:
         yield running
-    finally:
-        stop(running)
 
 
 @pytest.fixture(params=["sync", "threaded"])
@@ -212,7 +76,7 @@ def server(request: pytest.FixtureRequest) -> Server:
 def assert_still_serving(server: Server, workers: set[int]) -> None:
     """The same workers (none died or was replaced) answer normal requests correctly."""
     for number in range(2 * WORKERS * 2):
-        answer = server.echo(f"after{number}")
+        answer = echo(server, f"after{number}")
         assert answer["token"] == answer["service"] == f"after{number}", answer
     assert server.workers() == workers, server.output()[-3000:]
 
@@ -532,7 +396,7 @@ def run_echoes(server: Server, count: int, threads: int, pause: float = 0.0) -> 
     def one(number: int) -> tuple[str | None, dict[str, Any] | None]:
         token = f"n{number}"
         try:
-            answer = server.echo(token, pause)
+            answer = echo(server, token, pause)
         except Exception as ex:  # a refused or reset connection is a wrong answer too
             return f"{token}: {type(ex).__name__}: {ex}", None
         values = [answer[key] for key in ("token", "store", "service", "controller")]
@@ -576,7 +440,7 @@ def test_threads_of_a_gthread_worker_keep_requests_apart(threaded_server):
 def test_a_stream_failing_midway_is_cut_off_and_the_server_keeps_serving(server):
     workers = server.workers()
     complete = server.request("GET", "/stream?chunks=4")
-    assert complete == (200, b"x" * 4096)
+    assert (complete.status, complete.body) == (200, b"x" * 4096)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         connection.request("GET", "/stream-fails?chunks=4")
@@ -606,7 +470,7 @@ def test_the_cut_off_stream_is_not_a_complete_chunked_body(sync_server):
 
 @pytest.mark.timeout(90)
 def test_sigterm_lets_requests_in_flight_finish(tmp_path):
-    running = start(tmp_path / "graceful", workers=4)
+    running = start_hostile(tmp_path / "graceful", workers=4)
     try:
         results: dict[str, Any] = {}  # token → (status, body), or what went wrong
 
@@ -623,7 +487,7 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(list(running.markers.glob("inflight*.started"))) < 4:
+        while len(list((running.directory / "markers").glob("inflight*.started"))) < 4:
             assert time.monotonic() < deadline, running.output()
             time.sleep(0.02)
         running.process.send_signal(signal.SIGTERM)
@@ -632,14 +496,10 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
             thread.join(20)
         assert not any(thread.is_alive() for thread in threads)
         for token in tokens:
-            assert isinstance(results[token], tuple), results[token]
-            status, body = results[token]
-            assert status == 200, results[token]
-            assert json.loads(body)["token"] == token
-        try:
-            code = running.process.wait(GRACEFUL_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the master outlived its graceful timeout:\n{running.output()}")
+            assert isinstance(results[token], Answer), results[token]
+            assert results[token].status == 200, results[token]
+            assert json.loads(results[token].body)["token"] == token
+        code = wait_for_exit(running, GRACEFUL_TIMEOUT + 5)
         elapsed = time.monotonic() - signalled
         assert code == 0, running.output()
         assert elapsed < GRACEFUL_TIMEOUT, elapsed
@@ -667,15 +527,15 @@ def mixed_requests(server: Server, first: int, count: int, threads: int = 8) -> 
         kind = number % 10
         try:
             if kind == 7:
-                status, _ = server.request("POST", f"/body?token=m{number}", b"y" * 2000)
+                status = server.request("POST", f"/body?token=m{number}", b"y" * 2000).status
                 return None if status == 200 else f"{number}: body {status}"
             if kind == 8:
-                status, _ = server.request("GET", f"/missing/{number}")
+                status = server.request("GET", f"/missing/{number}").status
                 return None if status == 404 else f"{number}: miss {status}"
             if kind == 9:
-                status, _ = server.request("GET", "/echo?pause=nope")
+                status = server.request("GET", "/echo?pause=nope").status
                 return None if status == 400 else f"{number}: bad {status}"
-            answer = server.echo(f"m{number}")
+            answer = echo(server, f"m{number}")
             return None if answer["controller"] == f"m{number}" else f"{number}: {answer}"
         except Exception as ex:
             return f"{number}: {type(ex).__name__}: {ex}"
