@@ -167,7 +167,7 @@ def _resolver(
 ) -> Resolver:
     bare, source = _unwrap(annotation)
     if source is None and path_names is not None and name in path_names:
-        return _path_resolver(name, annotation, _converter(annotation, where))
+        return _path_resolver(name, _converter(annotation, where))
     if source is None and isinstance(bare, type) and container.provides(bare):
         return container.accessor(bare, consumer=where, request_scope=True)
     if isinstance(source, Body) or (source is None and _is_body_type(bare)):
@@ -191,7 +191,7 @@ def _resolver(
     from_query = _query_resolver(name, query_name, annotation, bare, default, where)
     if path_names is not None or source is not None:
         return from_query
-    from_path = _path_resolver(name, annotation, _converter(annotation, where))
+    from_path = _path_resolver(name, _converter(annotation, where))
 
     def from_path_or_query(event: HttpEvent) -> Any:
         return from_path(event) if name in event.path_params else from_query(event)
@@ -318,18 +318,21 @@ def _to_int(value: str) -> int:
     return msgspec.convert(value, int, strict=False)
 
 
-def _fail(name: str, ex: Exception) -> _Failure:
-    """Report a body error at its location inside the body (the parameter name at the root)."""
+def _fail(name: str, ex: Exception, *, under_name: bool = False) -> _Failure:
+    """Report a conversion error at its location: inside the body document (the parameter
+    name at the root), or ``under_name`` for a list from the query (``"tags.1"``)."""
     location, message = _error_path(str(ex), name)
+    if under_name and location != name:
+        location = f"{name}.{location}"
     return _Failure([{"path": location, "message": message}])
 
 
-def _path_resolver(name: str, annotation: Any, convert: Callable[[Any], Any]) -> Resolver:
+def _path_resolver(name: str, convert: Callable[[Any], Any]) -> Resolver:
     def resolve(event: HttpEvent) -> Any:
         try:
             return convert(event.path_params[name])
         except (msgspec.ValidationError, ValueError) as ex:
-            raise _Failure([{"path": name, "message": _error_path(str(ex), name)[1]}]) from None
+            raise _fail(name, ex) from None
 
     return resolve
 
@@ -350,7 +353,7 @@ def _scalar_resolver(
         try:
             return convert(raw)
         except (msgspec.ValidationError, ValueError) as ex:
-            raise _Failure([{"path": name, "message": _error_path(str(ex), name)[1]}]) from None
+            raise _fail(name, ex) from None
 
     return resolve
 
@@ -372,10 +375,7 @@ def _query_resolver(
         try:
             return convert(values if many else values[0])
         except (msgspec.ValidationError, ValueError) as ex:
-            location, message = _error_path(str(ex), name)
-            if location != name:  # a list item: "tags.1"
-                location = f"{name}.{location}"
-            raise _Failure([{"path": location, "message": message}]) from None
+            raise _fail(name, ex, under_name=True) from None
 
     return resolve
 
