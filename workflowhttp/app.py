@@ -169,7 +169,7 @@ class App:
                 return function
 
             return decorate
-        self._register(state, priority, function)
+        self._registrations.append(self._registration(state, priority, function))
         self._compile()
         return function
 
@@ -195,12 +195,10 @@ class App:
         """The listeners of a state, in the order they run (the kernel's included)."""
         return self._listeners[state_name(token)]
 
-    def _register(self, state: str, priority: int, function: Any) -> None:
+    def _registration(self, state: str, priority: int, function: Any) -> Registration:
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ConfigurationError(f"listener priority must be an int, not {priority!r}")
-        self._registrations.append(
-            Registration(state, priority, next(self._sequence), check_listener(function))
-        )
+        return Registration(state, priority, next(self._sequence), check_listener(function))
 
     def _compile(self) -> None:
         # The kernel's listeners come first among equal priorities; the middleware runners
@@ -215,20 +213,19 @@ class App:
         self._listeners = compile_listeners(kernel + self._registrations)
 
     def _add_listener_object(self, item: Any) -> None:
+        """Register a listener class, object or marked function: all its listeners, or none."""
         if isinstance(item, type):
             make = self.container.constructor(item, consumer=item.__qualname__, request_scope=False)
-            instance = make(None)
+            marked = marked_listeners(make(None))
         elif callable(item) and getattr(item, "__workflowhttp_listens__", None):
-            for state, priority in item.__workflowhttp_listens__:
-                self._register(state, priority, item)
-            return
+            marked = [(state, priority, item) for state, priority in item.__workflowhttp_listens__]
         else:
-            instance = item
-        marked = marked_listeners(instance)
+            marked = marked_listeners(item)
         if not marked:
             raise ConfigurationError(f"{item!r} has no @listener methods")
-        for state, priority, function in marked:
-            self._register(state, priority, function)
+        self._registrations.extend(
+            [self._registration(state, priority, function) for state, priority, function in marked]
+        )
 
     def _add_controller(self, controller: Any) -> None:
         if isinstance(controller, type):
