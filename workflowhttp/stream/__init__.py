@@ -230,7 +230,7 @@ class Stream:
     def finish(self, event: HttpEvent, status: int, body: Iterable[bytes]) -> Iterable[bytes]:
         """Queue the request's trail now, or when a streamed body has been sent."""
         if isinstance(body, list):
-            self._queue_request(event, status, sum(len(chunk) for chunk in body))
+            self._queue_request(event, status, sum(map(len, body)))
             return body
         return _CountedBody(body, self, event, status)
 
@@ -250,14 +250,13 @@ class Stream:
         trail.bytes_in = int(length) if length and length.isdigit() else 0
         if event.error is not None:
             trail.error = _describe(event.error)
-        states = trail.states
-        for index, entry in enumerate(states):
-            if entry.__class__ is tuple:  # (listener, error) → (name, description)
-                listener, failure = entry
-                states[index] = (
-                    getattr(listener, "__qualname__", repr(listener)),
-                    _describe(failure),
-                )
+        if event.error_state is not None:  # set whenever a listener raised: name the failures
+            states = trail.states
+            for index, entry in enumerate(states):
+                if entry.__class__ is tuple:  # (listener, error) → (name, description)
+                    listener, failure = entry
+                    name = getattr(listener, "__qualname__", repr(listener))
+                    states[index] = (name, _describe(failure))
         trail.status = status
         trail.bytes_out = bytes_out
         shard = self._shards[trail.key % len(self._shards)]
