@@ -501,19 +501,6 @@ def test_app_limits_must_be_a_limits(limits):
         App(controllers=[greet], limits=limits)
 
 
-def test_limits_defaults_are_the_documented_ones():
-    limits = Limits()
-    assert (
-        limits.max_content_length,
-        limits.max_form_memory_size,
-        limits.max_form_parts,
-        limits.max_form_files,
-        limits.max_params,
-        limits.max_json_depth,
-        limits.max_hops,
-    ) == (1024 * 1024, 500_000, 1000, 100, 1000, 64, 32)
-
-
 def test_good_limits_are_accepted():
     app = App(controllers=[greet], limits=Limits(max_hops=10, max_json_depth=5))
     assert TestClient(app).get("/hello").text == "Hello world"

@@ -453,6 +453,7 @@ def test_limit_defaults():
         limits.max_json_depth,
         limits.max_hops,
     ) == (1024 * 1024, 500_000, 1000, 100, 1000, 64, 32)
+    assert (limits.max_query_length, limits.max_headers) == (8192, 100)
     assert App().limits == limits
 
 
