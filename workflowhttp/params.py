@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import msgspec.inspect as msgspec_inspect
+from werkzeug.http import parse_cookie
 
 from .errors import BadRequest, ConfigurationError, ParametersFailed, UnsupportedMediaType
 from .request import check_json_depth, query_of, read_body
@@ -219,8 +221,6 @@ def _unwrap(annotation: Any) -> tuple[Any, _Source | None]:
 
 
 def _is_union_type(annotation: Any) -> bool:
-    import types
-
     return isinstance(annotation, types.UnionType)
 
 
@@ -381,8 +381,6 @@ def _query_resolver(
 
 
 def _cookies(event: HttpEvent) -> dict[str, str]:
-    from werkzeug.http import parse_cookie
-
     try:
         if event._request is not None:
             return event._request.cookies

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..errors import ConfigurationError
+from ..events import check_listener
 from ..responses import Response
 
 if TYPE_CHECKING:
@@ -259,8 +260,6 @@ def _step(instance: Any, name: str) -> Step | None:
         return None
     if not callable(step):
         raise ConfigurationError(f"middleware {_name(instance)}.{name} is not callable")
-    from ..events import check_listener
-
     return check_listener(step)
 
 

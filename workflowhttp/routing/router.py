@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from ..errors import BadRequest, ConfigurationError
 from .paths import ANY, BAD_PERCENT, METHODS, PARAM, normalize_path, parse_template
@@ -73,8 +74,6 @@ class Route:
 
     def url(self, **params: Any) -> str:
         """Build this route's path from ``params`` (percent-encoded)."""
-        from urllib.parse import quote
-
         missing = set(self.param_names) - set(params)
         if missing:
             raise ValueError(f"route {self.name!r} needs {', '.join(sorted(missing))}")
@@ -86,8 +85,6 @@ class Route:
 
         path = PARAM.sub(fill, self.path)
         if params:
-            from urllib.parse import urlencode
-
             path += "?" + urlencode(params, doseq=True)
         return path
 
