@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -523,3 +524,65 @@ def test_a_factory_error_at_request_time_is_a_logged_500(caplog):
     assert response.json == {"message": "Internal Server Error"}
     (record,) = caplog.records
     assert record.exc_info[1].args == ("database down",)
+
+
+# -- singletons are built in the worker, not when the app is built --------------------------
+
+
+class _Connection:
+    """A singleton standing for a socket or a pool, which must never cross gunicorn's fork."""
+
+    built: list[int] = []
+
+    def __init__(self) -> None:
+        _Connection.built.append(os.getpid())
+
+
+class _UsesConnectionListener:
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+
+    @listener(http_workflow.on_request)
+    def tag(self, event):
+        event.store["connection"] = self.connection
+
+
+class _UsesConnectionMiddleware:
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+
+    def incoming(self, event):
+        event.store["middleware_connection"] = self.connection
+
+
+@http.GET("/connection")
+def connection_route(event: HttpEvent) -> dict:
+    return {
+        "listener": event.store["connection"] is event.store["middleware_connection"],
+    }
+
+
+def test_listener_and_middleware_classes_build_their_singletons_on_first_use():
+    # Fails on the old code: App() built the class, and so the singleton, at once, in the
+    # process that imports the app (gunicorn's master, before the fork).
+    _Connection.built.clear()
+    app = App(
+        controllers=[connection_route],
+        providers=[_Connection],
+        listeners=[_UsesConnectionListener],
+        middlewares=[_UsesConnectionMiddleware],
+    )
+    assert _Connection.built == []
+    client = TestClient(app)
+    assert client.get("/connection").json == {"listener": True}
+    assert client.get("/connection").json == {"listener": True}
+    assert _Connection.built == [os.getpid()]  # once, shared by both classes
+
+
+def test_a_listener_class_with_a_bad_method_signature_fails_when_the_app_is_built():
+    class Bad:
+        @listener(http_workflow.on_request)
+        def check(self, event, extra): ...
+
+    with pytest.raises(ConfigurationError, match=r"Bad\.check.*exactly one argument"):
+        App(controllers=[connection_route], listeners=[Bad])

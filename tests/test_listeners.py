@@ -705,3 +705,36 @@ def test_a_failing_listener_does_not_break_later_requests(app, client):
     assert_unaffected(client)
     assert_unaffected(client)
     assert len(calls) == 3
+
+
+class _DeclaredOrder:
+    """Methods of equal priority, declared in non-alphabetical order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @listener(http_workflow.on_request)
+    def zulu(self, event):
+        self.seen.append("zulu")
+
+    @listener(http_workflow.on_request)
+    def alpha(self, event):
+        self.seen.append("alpha")
+
+    @listener(http_workflow.on_request)
+    def mike(self, event):
+        self.seen.append("mike")
+
+
+@pytest.mark.parametrize("given", ["instance", "class"])
+def test_a_listener_class_runs_equal_priorities_in_declaration_order(given):
+    # Fails on the old code: inspect.getmembers() sorted the methods by name.
+    instance = _DeclaredOrder()
+    given_item = instance if given == "instance" else _DeclaredOrder
+    app = App(controllers=[greet], listeners=[given_item])
+    client = TestClient(app)
+    assert client.get("/hello").status_code == 200
+    names = [getattr(fn, "__name__", "") for fn in app.listeners("request")[:3]]
+    assert names == ["zulu", "alpha", "mike"]
+    if given == "instance":
+        assert instance.seen == ["zulu", "alpha", "mike"]

@@ -19,7 +19,9 @@ from .events import (
     Registration,
     check_listener,
     compile_listeners,
+    marked_class_listeners,
     marked_listeners,
+    members_in_source_order,
 )
 from .kernel import error_response, kernel_listeners
 from .limits import Limits
@@ -43,8 +45,9 @@ class App:
 
     Args:
         controllers: Controller classes and route functions (decorated with ``http.*``).
-        listeners: Listener classes (built once, constructor injected) or objects with
-            ``@listener`` methods, or functions marked with ``@listener``.
+        listeners: Listener classes (built once, on first use in the worker, constructor
+            injected) or objects with ``@listener`` methods, or functions marked with
+            ``@listener``. Equal priorities run in the order the methods are declared.
         providers: Services for injection (see :mod:`workflowhttp.di`).
         limits: The :class:`Limits` on what a request may make the app read.
         trusted_hosts: The host names the app answers for (``"example.com"``, or
@@ -215,8 +218,9 @@ class App:
     def _add_listener_object(self, item: Any) -> None:
         """Register a listener class, object or marked function: all its listeners, or none."""
         if isinstance(item, type):
-            make = self.container.constructor(item, consumer=item.__qualname__, request_scope=False)
-            marked = marked_listeners(make(None))
+            # Built on first use, in the worker: not here, before gunicorn forks.
+            instance = self.container.lazy(item, consumer=item.__qualname__)
+            marked = marked_class_listeners(item, instance)
         elif callable(item) and getattr(item, "__workflowhttp_listens__", None):
             marked = [(state, priority, item) for state, priority in item.__workflowhttp_listens__]
         else:
@@ -263,7 +267,7 @@ class App:
         class_middlewares = spec.middlewares if spec else ()
         factory = None
         routes = []
-        for name, member in _members_in_source_order(cls):
+        for name, member in members_in_source_order(cls):
             for route_spec in route_specs(member):
                 if factory is None:
                     factory = self.container.constructor(
@@ -315,16 +319,6 @@ class App:
         route = Route("/", ("*",), function)
         self._bind(route, function, None, claimed=True)
         return route
-
-
-def _members_in_source_order(cls: type) -> list[tuple[str, Any]]:
-    """Return the class's attributes, bases first, each class's in definition order."""
-    members: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        for name in vars(klass):
-            members.pop(name, None)  # an override moves to where the subclass defines it
-            members[name] = getattr(cls, name, None)
-    return list(members.items())
 
 
 def _invoker(

@@ -221,6 +221,28 @@ class Container:
 
         return construct
 
+    def lazy(self, use: type, *, consumer: str) -> Callable[[], Any]:
+        """Return a function that builds ``use`` (dependencies injected) once, on first call.
+
+        The dependency tree is validated now; nothing is built until the first call, so a
+        listener or middleware class and the singletons it needs are made in the worker that
+        uses them, after gunicorn's fork, not in the master that imported the app.
+        """
+        make = self.constructor(use, consumer=consumer, request_scope=False)
+        cell: list[Any] = [_UNSET]
+        lock = self._lock
+
+        def build() -> Any:
+            value = cell[0]
+            if value is _UNSET:
+                with lock:
+                    value = cell[0]
+                    if value is _UNSET:
+                        value = cell[0] = make(None)
+            return value
+
+        return build
+
     def _compile(self, provider: Provider) -> Accessor:
         use = provider.use
         name = provider.provides.__qualname__

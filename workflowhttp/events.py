@@ -229,29 +229,89 @@ def listener(token: ListenerToken | str, priority: int = 0) -> Callable[[F], F]:
     return mark
 
 
+def members_in_source_order(cls: type) -> list[tuple[str, Any]]:
+    """Return the class's attributes, bases first, each class's in definition order.
+
+    Routes of a controller class and listeners of a listener class are registered in this
+    order, so equal priorities run in the order the methods are written.
+    """
+    members: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name in vars(klass):
+            members.pop(name, None)  # an override moves to where the subclass defines it
+            members[name] = getattr(cls, name, None)
+    return list(members.items())
+
+
 def marked_listeners(instance: object) -> list[tuple[str, int, Listener]]:
-    """Return ``(state, priority, bound method)`` for each ``@listener`` method of ``instance``."""
+    """Return ``(state, priority, bound method)`` for each ``@listener`` method of ``instance``,
+    in the order the methods are declared."""
     found = []
-    for name, member in inspect.getmembers(type(instance)):
+    for name, member in members_in_source_order(type(instance)):
         for state, priority in getattr(member, _LISTENS, ()):
             found.append((state, priority, getattr(instance, name)))
     return found
+
+
+def marked_class_listeners(
+    cls: type, instance: Callable[[], Any]
+) -> list[tuple[str, int, Listener]]:
+    """Return ``(state, priority, listener)`` for each ``@listener`` method of class ``cls``.
+
+    ``instance()`` builds the one instance on first call: each listener builds it when it
+    first runs (in the worker, after the fork), not when the app is built. The signature of
+    each method is checked now.
+    """
+    found = []
+    for name, member in members_in_source_order(cls):
+        marks = getattr(member, _LISTENS, ())
+        if not marks:
+            continue
+        static = isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod))
+        if static:
+            method: Listener = member
+        else:
+            check_signature(member, f"{cls.__qualname__}.{name}", (None, None))
+            method = lazy_method(instance, name, f"{cls.__qualname__}.{name}")
+        for state, priority in marks:
+            found.append((state, priority, method))
+    return found
+
+
+def lazy_method(instance: Callable[[], Any], name: str, qualname: str) -> Listener:
+    """Return a listener calling ``instance().<name>(event)``, building the instance once."""
+    bound: list[Listener] = []
+
+    def call(event: HttpEvent) -> Any:
+        if bound:
+            return bound[0](event)
+        method = getattr(instance(), name)
+        bound.append(method)  # a race appends the same instance's method twice: harmless
+        return method(event)
+
+    call.__name__ = name
+    call.__qualname__ = qualname
+    return call
 
 
 def check_listener(function: Any) -> Listener:
     """Return ``function`` if it can be called with the event alone, else raise."""
     if not callable(function):
         raise ConfigurationError(f"listener {function!r} is not callable")
+    check_signature(function, getattr(function, "__qualname__", function), (None,))
+    return function  # type: ignore[no-any-return]
+
+
+def check_signature(function: Any, name: Any, arguments: tuple[Any, ...]) -> None:
+    """Raise ``ConfigurationError`` unless ``function(*arguments)`` binds (the event last)."""
     try:
-        inspect.signature(function).bind(None)
+        inspect.signature(function).bind(*arguments)
     except TypeError as ex:
         raise ConfigurationError(
-            f"listener {getattr(function, '__qualname__', function)!r} must accept exactly one "
-            f"argument, the event: {ex}"
+            f"listener {name!r} must accept exactly one argument, the event: {ex}"
         ) from None
     except ValueError:  # builtins without a signature: trust them
         pass
-    return function  # type: ignore[no-any-return]
 
 
 def compile_listeners(registrations: Iterable[Registration]) -> dict[str, tuple[Listener, ...]]:

@@ -40,6 +40,7 @@ given filter and none of the exclusions.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..errors import ConfigurationError
-from ..events import check_listener
+from ..events import check_listener, check_signature, lazy_method
 from ..responses import Response
 
 if TYPE_CHECKING:
@@ -234,13 +235,13 @@ class MiddlewareSet:
         if known is not None and known[0] is target:
             return known[1]
         if isinstance(target, type):
-            instance = self._container.constructor(
-                target, consumer=f"middleware {target.__qualname__}", request_scope=False
-            )(None)
+            # Built on first use, in the worker: not here, before gunicorn forks.
+            instance = self._container.lazy(target, consumer=f"middleware {target.__qualname__}")
+            incoming = _class_step(target, instance, "incoming")
+            outgoing = _class_step(target, instance, "outgoing")
         else:
-            instance = target
-        incoming = _step(instance, "incoming")
-        outgoing = _step(instance, "outgoing")
+            incoming = _step(target, "incoming")
+            outgoing = _step(target, "outgoing")
         if incoming is None and outgoing is None:
             raise ConfigurationError(
                 f"middleware {_name(target)} has neither incoming(event) nor outgoing(event)"
@@ -261,6 +262,19 @@ def _step(instance: Any, name: str) -> Step | None:
     if not callable(step):
         raise ConfigurationError(f"middleware {_name(instance)}.{name} is not callable")
     return check_listener(step)
+
+
+def _class_step(cls: type, instance: Callable[[], Any], name: str) -> Step | None:
+    step = getattr(cls, name, None)
+    if step is None:
+        return None
+    if not callable(step):
+        raise ConfigurationError(f"middleware {cls.__qualname__}.{name} is not callable")
+    qualname = f"{cls.__qualname__}.{name}"
+    if isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod)):
+        return check_listener(step)
+    check_signature(step, qualname, (None, None))
+    return lazy_method(instance, name, qualname)
 
 
 def _name(target: Any) -> str:
