@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.validate import validator
 
+from werkzeug.http import parse_cookie
 from werkzeug.test import Client, TestResponse
+from werkzeug.wsgi import get_current_url
 
 __all__ = ["TestClient"]
 
@@ -29,3 +32,25 @@ class TestClient(Client):
 
     def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> TestResponse:
         return super().open(*args, buffered=buffered, **kwargs)
+
+    def _add_cookies_to_wsgi(self, environ: dict[str, Any]) -> None:
+        """Send an explicit ``Cookie`` header as given, plus the jar's other cookies.
+
+        werkzeug's client replaces an explicit ``headers={"Cookie": ...}`` with its cookie
+        jar, so a test written that way would silently send no cookie at all.
+        """
+        explicit = environ.get("HTTP_COOKIE")
+        if not explicit:
+            super()._add_cookies_to_wsgi(environ)
+            return
+        if self._cookies is None:
+            return
+        given = parse_cookie(explicit)
+        url = urlsplit(get_current_url(environ))
+        host = url.hostname or "localhost"
+        jar = [
+            cookie._to_request_header()
+            for cookie in self._cookies.values()
+            if cookie.key not in given and cookie._matches_request(host, url.path)
+        ]
+        environ["HTTP_COOKIE"] = "; ".join([explicit, *jar])
