@@ -557,3 +557,39 @@ def test_each_request_is_logged_as_one_json_line(
     assert line["bytes_out"] == len(shown.data)
     line = lines[missing.headers["X-Request-ID"]]
     assert (line["status"], line["error"]) == (404, "NotFound: No book with id 99")
+
+
+BEYOND_64_BITS = str(2**63)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", f"/books/{BEYOND_64_BITS}", None),
+        ("DELETE", f"/books/{BEYOND_64_BITS}", None),
+        ("GET", f"/authors/{BEYOND_64_BITS}", None),
+        ("DELETE", f"/authors/{BEYOND_64_BITS}", None),
+        ("GET", f"/books?author={BEYOND_64_BITS}", None),
+        ("GET", f"/books?year_from={BEYOND_64_BITS}", None),
+        ("GET", f"/books?year_to={BEYOND_64_BITS}", None),
+        ("GET", f"/books?offset={BEYOND_64_BITS}", None),
+        ("POST", "/books", {"title": "T", "author_id": 2**63, "year": 2000}),
+    ],
+    ids=[
+        "show-book",
+        "delete-book",
+        "show-author",
+        "delete-author",
+        "author-filter",
+        "year-from",
+        "year-to",
+        "offset",
+        "new-book-author",
+    ],
+)
+def test_integers_beyond_sqlite_are_a_400_not_a_500(client, method, path, body):
+    # Fails on the old code: sqlite3 raised OverflowError, a 500.
+    response = client.open(path, method=method, json=body, headers=ADMIN)
+    assert response.status_code == 400, response.text
+    assert response.json["message"] == "Bad Request"
+    assert client.get("/books/1").status_code == 200

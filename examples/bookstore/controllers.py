@@ -11,11 +11,11 @@ import msgspec
 
 from workflowhttp import Conflict, HttpEvent, NotFound, ParametersFailed, Query, http
 
-from .models import Author, AuthorWithBooks, Book, NewAuthor, NewBook, Page
+from .models import Author, AuthorWithBooks, Book, Id, NewAuthor, NewBook, Page, Year
 from .storage import AuthorHasBooks, AuthorStore, BookStore, UnknownAuthor
 
 Limit = Annotated[int, Query(), msgspec.Meta(ge=1, le=100)]
-Offset = Annotated[int, Query(), msgspec.Meta(ge=0)]
+Offset = Annotated[int, Query(), msgspec.Meta(ge=0, le=1_000_000)]
 
 
 @http.controller("/books")
@@ -28,11 +28,11 @@ class BookController:
     @http.GET("/").name("books.list").description("list books: filters and pagination")
     def index(
         self,
-        author: int | None = None,
+        author: Id | None = None,
         tag: str | None = None,
         q: str | None = None,
-        year_from: int | None = None,
-        year_to: int | None = None,
+        year_from: Year | None = None,
+        year_to: Year | None = None,
         limit: Limit = 10,
         offset: Offset = 0,
     ) -> Page:
@@ -54,7 +54,7 @@ class BookController:
         return Page(items=items, total=total, limit=limit, offset=offset, next=following)
 
     @http.GET("/{id}").name("books.show").description("one book")
-    def show(self, id: int) -> Book:
+    def show(self, id: Id) -> Book:
         book = self.books.get(id)
         if book is None:
             raise NotFound(f"No book with id {id}")
@@ -72,7 +72,7 @@ class BookController:
         return created, 201, {"Location": f"/books/{created.id}"}
 
     @http.DELETE("/{id}").group("admin").name("books.delete").description("delete a book")
-    def delete(self, id: int) -> None:
+    def delete(self, id: Id) -> None:
         if not self.books.delete(id):
             raise NotFound(f"No book with id {id}")
         # None renders as 204 No Content
@@ -91,7 +91,7 @@ class AuthorController:
         return self.authors.all()
 
     @http.GET("/{id}").name("authors.show").description("an author and their books")
-    def show(self, id: int) -> AuthorWithBooks:
+    def show(self, id: Id) -> AuthorWithBooks:
         author = self.authors.with_books(id, self.books)
         if author is None:
             raise NotFound(f"No author with id {id}")
@@ -105,7 +105,7 @@ class AuthorController:
         return created, 201, {"Location": f"/authors/{created.id}"}
 
     @http.DELETE("/{id}").group("admin").name("authors.delete").description("delete an author")
-    def delete(self, id: int) -> None:
+    def delete(self, id: Id) -> None:
         try:
             deleted = self.authors.delete(id)
         except AuthorHasBooks:
