@@ -886,3 +886,40 @@ def test_a_request_refused_by_the_request_checks_runs_no_middleware() -> None:
     assert log == []
     assert client.get("/x").status_code == 200
     assert log == ["in:global", "out:global"]
+
+
+class _Blocklist:
+    """A global middleware without filters: it runs in ``request``, before routing."""
+
+    def incoming(self, event):
+        if event.environ.get("REMOTE_ADDR") == "203.0.113.9":
+            event.access_denied("Blocked")
+
+
+@http.GET("/open")
+def open_route() -> dict:
+    return {"open": True}
+
+
+def test_a_global_middleware_can_deny_access_before_routing():
+    # Fails on the old code: `request` had no access_denied edge, so following
+    # docs/middleware.md answered 500 (IllegalTransition).
+    client = TestClient(App(controllers=[open_route], middlewares=[_Blocklist]))
+    blocked = client.get("/open", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert (blocked.status_code, blocked.json) == (403, {"message": "Blocked"})
+    unknown = client.get("/nowhere", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert unknown.status_code == 403  # refused before routing: no 404 leaks the route table
+    assert client.get("/open").json == {"open": True}
+
+
+def test_a_request_listener_can_deny_access():
+    app = App(controllers=[open_route])
+
+    @app.listen(http_workflow.on_request)
+    def deny(event):
+        if "HTTP_X_BANNED" in event.environ:
+            event.access_denied()
+
+    client = TestClient(app)
+    assert client.get("/open", headers={"X-Banned": "1"}).status_code == 403
+    assert client.get("/open").status_code == 200

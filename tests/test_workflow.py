@@ -20,7 +20,7 @@ from workflowhttp.workflow import ALLOWED, STATES, WorkflowLoop, draw, walk
 
 # DESIGN.md §2, copied by hand: state → allowed next states.
 DESIGN_TABLE: dict[str, set[str]] = {
-    "request": {"route", "response"},
+    "request": {"route", "access_denied", "response"},
     "route": {"auth", "route_not_found", "method_not_allowed", "response"},
     "route_not_found": {"response"},
     "method_not_allowed": {"response"},

@@ -68,8 +68,11 @@ CONTROLLER_ERROR = "controller_error"
 RESPONSE = "response"
 
 # The graph of DESIGN.md §2: state → the states its listeners may schedule with next().
+# One addition: ``request → access_denied``, so a listener or a global middleware that refuses
+# a request before routing (an IP block list, a missing API key) says so with the same
+# ``event.access_denied()`` as everywhere else, instead of an IllegalTransition (a 500).
 _GRAPH: dict[str, tuple[str, ...]] = {
-    REQUEST: (ROUTE, RESPONSE),
+    REQUEST: (ROUTE, ACCESS_DENIED, RESPONSE),
     ROUTE: (AUTH, ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESPONSE),
     ROUTE_NOT_FOUND: (RESPONSE,),
     METHOD_NOT_ALLOWED: (RESPONSE,),
