@@ -529,7 +529,6 @@ HELPERS_WITHOUT_EDGE = [
     ("controller", "not_found"),
     ("route_not_found", "not_found"),
     ("access_denied", "not_found"),
-    ("request", "access_denied"),
     ("route", "access_denied"),
     ("route_not_found", "access_denied"),
     ("method_not_allowed", "access_denied"),
@@ -573,8 +572,8 @@ def test_a_helper_in_a_state_without_its_edge_raises(app, client, state, helper)
 
 @pytest.mark.parametrize(
     ("state", "helper"),
-    [("request", "access_denied"), ("auth", "not_found"), ("controller", "not_found")],
-    ids=["access_denied-in-request", "not_found-in-auth", "not_found-in-controller"],
+    [("route", "access_denied"), ("auth", "not_found"), ("controller", "not_found")],
+    ids=["access_denied-in-route", "not_found-in-auth", "not_found-in-controller"],
 )
 def test_an_uncaught_helper_misuse_answers_500(app, client, state, helper):
     @app.listen(state)

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 import workflowhttp
-from workflowhttp import AccessDenied, HTTPError, NotFound, WorkflowError, WorkflowStalled
+from workflowhttp import (
+    AccessDenied,
+    ConfigurationError,
+    HTTPError,
+    NotFound,
+    WorkflowError,
+    WorkflowStalled,
+)
 from workflowhttp.workflow import ALLOWED, STATES, WorkflowLoop, draw, walk
 
 # DESIGN.md §2, copied by hand: state → allowed next states.
@@ -395,3 +402,79 @@ def test_base_exceptions_are_never_swallowed(error_class, state):
     assert raised.value is error
     assert event.state == state
     assert event.error is None
+
+
+# -- more than one workflow, one engine ------------------------------------------------------
+
+
+def test_the_proxy_workflow_is_declared_with_the_same_engine():
+    from workflowhttp.workflow import PROXY_WORKFLOW, WORKFLOWS, proxy_workflow
+
+    assert set(WORKFLOWS) == {"http", "proxy"}
+    assert PROXY_WORKFLOW.states == (
+        "transaction_started",
+        "filter_request",
+        "forward",
+        "upstream_error",
+        "filter_response",
+        "transaction_ended",
+    )
+    assert PROXY_WORKFLOW.allowed["filter_request"] == {"forward", "filter_response"}
+    assert PROXY_WORKFLOW.allowed["transaction_ended"] == frozenset()
+    assert repr(proxy_workflow.on_forward) == "proxy_workflow.on_forward"
+    text = draw(workflow="proxy")
+    assert "transaction_started --> filter_request: next" in text
+    assert "filter_request --> transaction_ended: error" in text
+
+
+def test_walk_takes_the_workflow_to_walk():
+    from workflowhttp.workflow import PROXY_WORKFLOW
+
+    seen: list[str] = []
+
+    def move(target):
+        def listener(event):
+            seen.append(event.state)
+            if target:
+                event._next = target
+
+        return (listener,)
+
+    listeners = {
+        "transaction_started": move("filter_request"),
+        "filter_request": move("filter_response"),  # forged: forward is skipped
+        "forward": move("filter_response"),
+        "upstream_error": move("filter_response"),
+        "filter_response": move("transaction_ended"),
+        "transaction_ended": move(None),
+    }
+    event = Stub()
+    walk(event, listeners, 32, workflow=PROXY_WORKFLOW)
+    assert seen == ["transaction_started", "filter_request", "filter_response", "transaction_ended"]
+
+
+def test_an_exception_in_the_proxy_workflow_ends_the_transaction():
+    from workflowhttp.workflow import PROXY_WORKFLOW
+
+    seen: list[str] = []
+
+    def boom(event):
+        raise ValueError("no")
+
+    listeners = {state: () for state in PROXY_WORKFLOW.states}
+    listeners["transaction_started"] = (boom,)
+    listeners["transaction_ended"] = (lambda event: seen.append(event.state),)
+    event = Stub()
+    walk(event, listeners, 32, workflow=PROXY_WORKFLOW)
+    assert seen == ["transaction_ended"]
+    assert isinstance(event.error, ValueError)
+    assert event.error_state == "transaction_started"
+
+
+def test_a_bare_app_listen_says_the_state_goes_first():
+    # Fails on the old code: "unknown workflow state <function ...>".
+    app = workflowhttp.App()
+    with pytest.raises(ConfigurationError, match=r"state first.*not a bare @app.listen"):
+
+        @app.listen
+        def oops(event): ...

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from .errors import AccessDenied, ConfigurationError, IllegalTransition
 from .workflow import (
     ACCESS_DENIED,
+    ALL_STATES,
     ALLOWED,
     AUTH,
     RESPONSE,
     ROUTE,
     ROUTE_NOT_FOUND,
-    STATES,
     ListenerToken,
     state_name,
 )
@@ -316,7 +316,7 @@ def check_signature(function: Any, name: Any, arguments: tuple[Any, ...]) -> Non
 
 def compile_listeners(registrations: Iterable[Registration]) -> dict[str, tuple[Listener, ...]]:
     """Order listeners per state: lower priority first, ties in registration order."""
-    table: dict[str, list[Listener]] = {state: [] for state in STATES}
+    table: dict[str, list[Listener]] = {state: [] for state in ALL_STATES}
     for registration in sorted(registrations, key=lambda r: (r.priority, r.sequence)):
         table[registration.state].append(registration.listener)
     return {state: tuple(listeners) for state, listeners in table.items()}

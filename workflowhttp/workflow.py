@@ -8,7 +8,7 @@ Every request starts in ``request`` and walks until it reaches ``response``::
 
 The ordering contract, stated once:
 
-* **States and legal moves.** The graph below (``_GRAPH``) is declared once with the
+* **States and legal moves.** The graph below (``_HTTP_GRAPH``) is declared once with the
   ``transitions`` package, which also draws it. At import it is compiled into plain tables
   (:data:`ALLOWED`, :data:`ERROR_ROUTES`); no ``transitions`` object exists per request.
   ``event.next(state)`` checks the target against :data:`ALLOWED` at the call site and raises
@@ -45,13 +45,19 @@ from .errors import AccessDenied, ConfigurationError, WorkflowError, WorkflowSta
 
 __all__ = [
     "ALLOWED",
+    "ALL_STATES",
     "ERROR_ROUTES",
     "FAILURE_STATES",
+    "HTTP_WORKFLOW",
+    "PROXY_WORKFLOW",
     "STATES",
+    "WORKFLOWS",
     "ListenerToken",
+    "Workflow",
     "WorkflowLoop",
     "draw",
     "http_workflow",
+    "proxy_workflow",
     "walk",
 ]
 
@@ -71,7 +77,7 @@ RESPONSE = "response"
 # One addition: ``request → access_denied``, so a listener or a global middleware that refuses
 # a request before routing (an IP block list, a missing API key) says so with the same
 # ``event.access_denied()`` as everywhere else, instead of an IllegalTransition (a 500).
-_GRAPH: dict[str, tuple[str, ...]] = {
+_HTTP_GRAPH: dict[str, tuple[str, ...]] = {
     REQUEST: (ROUTE, ACCESS_DENIED, RESPONSE),
     ROUTE: (AUTH, ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESPONSE),
     ROUTE_NOT_FOUND: (RESPONSE,),
@@ -84,26 +90,96 @@ _GRAPH: dict[str, tuple[str, ...]] = {
     CONTROLLER_ERROR: (RESPONSE,),
     RESPONSE: (),
 }
-# States whose listeners' exceptions are routed (drawn as the "error" trigger).
-_ERROR_SOURCES = (REQUEST, ROUTE, AUTH, RESOLVE_PARAMETERS, CONTROLLER)
+
+# The proxy's transaction (DESIGN.md §7). send() in transaction_started or filter_request
+# forges the answer (straight to filter_response); an exception raised by a listener ends the
+# transaction (transaction_ended still runs) and is re-raised into the HTTP workflow.
+TRANSACTION_STARTED = "transaction_started"
+FILTER_REQUEST = "filter_request"
+FORWARD = "forward"
+UPSTREAM_ERROR = "upstream_error"
+FILTER_RESPONSE = "filter_response"
+TRANSACTION_ENDED = "transaction_ended"
+
+_PROXY_GRAPH: dict[str, tuple[str, ...]] = {
+    TRANSACTION_STARTED: (FILTER_REQUEST, FILTER_RESPONSE),
+    FILTER_REQUEST: (FORWARD, FILTER_RESPONSE),
+    FORWARD: (FILTER_RESPONSE, UPSTREAM_ERROR),
+    UPSTREAM_ERROR: (FILTER_RESPONSE,),
+    FILTER_RESPONSE: (TRANSACTION_ENDED,),
+    TRANSACTION_ENDED: (),
+}
 
 
-def _declare(machine_class: type[Any] = Machine, **options: Any) -> Any:
+class Workflow:
+    """One declared graph, compiled into plain tables.
+
+    Attributes:
+        name: ``"http"`` or ``"proxy"`` (the tokens are ``<name>_workflow.on_<state>``).
+        states: The state names, the initial one first and the terminal one last.
+        allowed: state → the states ``next()`` may schedule from it.
+        error_routes: state → the states an exception raised there may be routed to; a state
+            without an entry lets the exception propagate out of :func:`walk`.
+    """
+
+    __slots__ = (
+        "name",
+        "graph",
+        "states",
+        "initial",
+        "terminal",
+        "error_sources",
+        "error_targets",
+        "allowed",
+        "error_routes",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        graph: dict[str, tuple[str, ...]],
+        *,
+        error_sources: tuple[str, ...],
+        error_targets: tuple[tuple[type[BaseException], str], ...],
+    ) -> None:
+        self.name = name
+        self.graph = graph
+        self.states: tuple[str, ...] = tuple(graph)
+        self.initial = self.states[0]
+        self.terminal = self.states[-1]
+        self.error_sources = error_sources
+        # (exception class, target) pairs, the first that matches wins.
+        self.error_targets = error_targets
+        self.allowed, self.error_routes = _compile(_declare(self))
+
+    def error_target(self, error: BaseException) -> str:
+        """Return the state an exception raised in an error source moves to."""
+        for kind, target in self.error_targets:
+            if isinstance(error, kind):
+                return target
+        raise error
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name}: {' → '.join(self.states)}>"
+
+
+def _declare(workflow: Workflow, machine_class: type[Any] = Machine, **options: Any) -> Any:
     """Declare the graph with ``transitions``: ``next`` edges, plus the ``error`` routes."""
     moves = [
         {"trigger": "next", "source": source, "dest": dest}
-        for source, targets in _GRAPH.items()
+        for source, targets in workflow.graph.items()
         for dest in targets
     ]
-    for source in _ERROR_SOURCES:
-        for dest in (CONTROLLER_ERROR, ACCESS_DENIED):
+    targets = list(dict.fromkeys(target for _, target in workflow.error_targets))
+    for source in workflow.error_sources:
+        for dest in targets:
             moves.append({"trigger": "error", "source": source, "dest": dest})
-    states = [{"name": name, "final": name == RESPONSE} for name in _GRAPH]
+    states = [{"name": name, "final": name == workflow.terminal} for name in workflow.graph]
     options.setdefault("model", None)
     return machine_class(
         states=states,
         transitions=moves,
-        initial=REQUEST,
+        initial=workflow.initial,
         auto_transitions=False,
         **options,
     )
@@ -114,7 +190,10 @@ def _compile(machine: Any) -> tuple[dict[str, frozenset[str]], dict[str, frozens
     known = set(machine.states)
     tables: dict[str, dict[str, set[str]]] = {"next": {}, "error": {}}
     for trigger, table in tables.items():
-        for source, transitions in machine.events[trigger].transitions.items():
+        event = machine.events.get(trigger)
+        if event is None:
+            continue
+        for source, transitions in event.transitions.items():
             for transition in transitions:
                 if source not in known or transition.dest not in known:
                     raise ConfigurationError(f"workflow edge {source} → {transition.dest}")
@@ -124,20 +203,51 @@ def _compile(machine: Any) -> tuple[dict[str, frozenset[str]], dict[str, frozens
     return allowed, errors
 
 
-STATES: tuple[str, ...] = tuple(_GRAPH)
+HTTP_WORKFLOW = Workflow(
+    "http",
+    _HTTP_GRAPH,
+    error_sources=(REQUEST, ROUTE, AUTH, RESOLVE_PARAMETERS, CONTROLLER),
+    error_targets=((AccessDenied, ACCESS_DENIED), (Exception, CONTROLLER_ERROR)),
+)
+PROXY_WORKFLOW = Workflow(
+    "proxy",
+    _PROXY_GRAPH,
+    error_sources=(TRANSACTION_STARTED, FILTER_REQUEST, FORWARD, UPSTREAM_ERROR, FILTER_RESPONSE),
+    error_targets=((Exception, TRANSACTION_ENDED),),
+)
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (HTTP_WORKFLOW, PROXY_WORKFLOW)}
+"""Every declared workflow by name. State names are unique across them."""
+
+STATES: tuple[str, ...] = HTTP_WORKFLOW.states
+ALL_STATES: tuple[str, ...] = tuple(s for w in WORKFLOWS.values() for s in w.states)
 FAILURE_STATES = frozenset(
     {ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, ACCESS_DENIED, PARAMETERS_FAILED, CONTROLLER_ERROR}
 )
-ALLOWED, ERROR_ROUTES = _compile(_declare())
+ALLOWED = HTTP_WORKFLOW.allowed
+ERROR_ROUTES = HTTP_WORKFLOW.error_routes
+PROXY_ALLOWED = PROXY_WORKFLOW.allowed
+_WORKFLOW_OF: dict[str, Workflow] = {s: w for w in WORKFLOWS.values() for s in w.states}
+if len(_WORKFLOW_OF) != len(ALL_STATES):
+    raise ConfigurationError("state names must be unique across workflows")
 
 
-def draw(engine: str = "mermaid") -> Any:
-    """Return the state diagram: Mermaid text, or a graphviz graph with ``engine="graphviz"``."""
+def draw(engine: str = "mermaid", workflow: str = "http") -> Any:
+    """Return a workflow's state diagram: Mermaid text, or a graphviz graph
+    (``engine="graphviz"``); ``workflow`` is ``"http"`` (default) or ``"proxy"``."""
     from transitions.extensions import GraphMachine
 
-    machine = _declare(
-        GraphMachine, model="self", graph_engine=engine, title="workflowhttp request workflow"
+    try:
+        declared = WORKFLOWS[workflow]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown workflow {workflow!r}; workflows are {tuple(WORKFLOWS)}"
+        ) from None
+    title = (
+        "workflowhttp request workflow"
+        if workflow == "http"
+        else (f"workflowhttp {workflow} workflow")
     )
+    machine = _declare(declared, GraphMachine, model="self", graph_engine=engine, title=title)
     graph = machine.get_graph()
     return graph.draw(None) if engine == "mermaid" else graph
 
@@ -155,31 +265,40 @@ class ListenerToken:
         self.state = state
 
     def __repr__(self) -> str:
-        return f"http_workflow.on_{self.state}"
+        return f"{_WORKFLOW_OF[self.state].name}_workflow.on_{self.state}"
 
 
-class _HttpWorkflow:
-    """The tokens of the workflow's events: ``http_workflow.on_<state>`` for every state."""
+class _Tokens:
+    """The tokens of a workflow's events: ``<name>_workflow.on_<state>`` for every state."""
 
-    states = STATES
-
-    def __init__(self) -> None:
-        for state in STATES:
+    def __init__(self, workflow: Workflow) -> None:
+        self.states = workflow.states
+        self._name = workflow.name
+        for state in workflow.states:
             setattr(self, f"on_{state}", ListenerToken(state))
 
     def __getattr__(self, name: str) -> ListenerToken:
         # Only reached for unknown names: the known tokens are instance attributes.
-        raise AttributeError(f"http_workflow has no event {name!r}; states are {STATES}")
+        raise AttributeError(
+            f"{self._name}_workflow has no event {name!r}; states are {self.states}"
+        )
 
 
-http_workflow: Any = _HttpWorkflow()
+http_workflow: Any = _Tokens(HTTP_WORKFLOW)
+proxy_workflow: Any = _Tokens(PROXY_WORKFLOW)
 
 
 def state_name(token: ListenerToken | str) -> str:
     """Return the state a token or state name stands for, or raise ``ConfigurationError``."""
     state = token.state if isinstance(token, ListenerToken) else token
-    if state not in ALLOWED:
-        raise ConfigurationError(f"unknown workflow state {state!r}; states are {STATES}")
+    if not isinstance(state, str) and callable(state):
+        name = getattr(state, "__qualname__", repr(state))
+        raise ConfigurationError(
+            f"{name} was given where a state belongs: subscribe with "
+            f"@app.listen(http_workflow.on_auth) (the state first), not a bare @app.listen"
+        )
+    if state not in _WORKFLOW_OF:
+        raise ConfigurationError(f"unknown workflow state {state!r}; states are {ALL_STATES}")
     return state
 
 
@@ -198,8 +317,9 @@ def walk(
     listeners: Mapping[str, tuple[Callable[[Any], Any], ...]],
     max_hops: int,
     trace: list[Any] | None = None,
+    workflow: Workflow = HTTP_WORKFLOW,
 ) -> None:
-    """Walk ``event`` from ``request`` to the end of ``response``.
+    """Walk ``event`` through ``workflow`` from its first state to the end of its last.
 
     ``trace``, when given, receives the state's name and ``perf_counter()`` on entering each
     state, and ``(listener, error)`` when a listener raises (the event stream's record of the
@@ -208,9 +328,11 @@ def walk(
     Raises:
         WorkflowStalled: a state's listeners scheduled no next state.
         WorkflowLoop: more than ``max_hops`` moves.
-        Exception: whatever a listener of a failure state or of ``response`` raised.
+        Exception: whatever a listener of a state without an error route raised.
     """
-    state = REQUEST
+    state = workflow.initial
+    terminal = workflow.terminal
+    error_routes = workflow.error_routes
     hops = 0
     listener = None
     while True:
@@ -227,12 +349,12 @@ def walk(
         except Exception as ex:
             if trace is not None:
                 trace.append((listener, ex))
-            if state not in ERROR_ROUTES:
+            if state not in error_routes:
                 raise
             event.error = ex
             event.error_state = state
-            event._next = ACCESS_DENIED if isinstance(ex, AccessDenied) else CONTROLLER_ERROR
-        if state == RESPONSE:
+            event._next = workflow.error_target(ex)
+        if state == terminal:
             return
         target = event._next
         if target is None:
