@@ -303,6 +303,7 @@ def run(args: argparse.Namespace, progress: Progress) -> Results:
         "worker_class": args.worker_class,
         "threads": args.threads if args.worker_class == "gthread" else None,
         "cpus": os.cpu_count(),
+        "load_average_before": round(os.getloadavg()[0], 2),
     }
     results = Results(settings, versions, contenders)
     with (
@@ -339,6 +340,7 @@ def run(args: argparse.Namespace, progress: Progress) -> Results:
         finally:
             services.stop_all()
     results.wall_seconds = round(time.perf_counter() - started, 1)
+    settings["load_average_after"] = round(os.getloadavg()[0], 2)
     return results
 
 
@@ -468,7 +470,13 @@ def markdown(results: Results) -> str:
     if results.notes:
         lines += ["", "**Notes**:", ""]
         lines += [f"- {note}" for note in results.notes]
-    lines += ["", f"Wall time: {results.wall_seconds:.0f} s."]
+    lines += [
+        "",
+        f"Wall time: {results.wall_seconds:.0f} s. Load average (1 min) before and after: "
+        f"{settings['load_average_before']:.2f}, {settings.get('load_average_after', 0):.2f} "
+        "(the run itself keeps the cores busy; a load well above 0 before it means something "
+        "else was running, and the numbers are noisy).",
+    ]
     return "\n".join(lines)
 
 

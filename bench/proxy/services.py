@@ -88,17 +88,19 @@ class Service:
             )
         _started.append(self)
 
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text("utf-8", errors="replace")
+        except OSError:
+            return ""
+
     def last_lines(self, lines: int = 6) -> str:
         """Return the last lines of the log on one line, for a note.
 
         When the log holds a traceback, its last exception line (gunicorn's own ``HaltServer``
         aside) is returned instead: that is why a worker failed to boot.
         """
-        try:
-            text = self.log.read_text("utf-8", errors="replace")
-        except OSError:
-            return ""
-        all_lines = [line.strip() for line in text.strip().splitlines()]
+        all_lines = [line.strip() for line in self.log_text().strip().splitlines()]
         causes = [
             line
             for line in all_lines
@@ -194,7 +196,7 @@ def start(make: Callable[[int], Service], ready_paths: tuple[str, ...]) -> Servi
                 service.wait_ready(path, deadline)
             return service
         except ServiceError:
-            log = service.last_lines(40)
+            log = service.log_text()
             service.stop()
             if attempt < START_ATTEMPTS and "in use" in log:
                 continue
