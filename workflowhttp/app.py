@@ -273,7 +273,11 @@ class App:
                     factory = self.container.constructor(
                         cls, consumer=cls.__qualname__, request_scope=True
                     )
-                is_static = isinstance(inspect.getattr_static(cls, name), staticmethod)
+                # A staticmethod or a classmethod (bound to the class by getattr) needs no
+                # instance: the controller is not built for it.
+                is_static = isinstance(
+                    inspect.getattr_static(cls, name), (staticmethod, classmethod)
+                )
                 route = Route(
                     join_paths(base, route_spec.path),
                     route_spec.methods,

@@ -51,7 +51,7 @@ class RouteSpec:
         self.middlewares: tuple[Any, ...] = ()
 
     def __call__(self, function: F) -> F:
-        if not callable(function):
+        if not (callable(function) or isinstance(function, classmethod)):
             raise ConfigurationError(f"{function!r} cannot be a controller: not callable")
         target = (
             function.__func__ if isinstance(function, (staticmethod, classmethod)) else function
