@@ -181,8 +181,10 @@ class HttpEvent:
     ) -> None:
         """Claim the request in ``route`` for ``route`` (a Route or a plain callable).
 
-        A plain callable is compiled into a route once and cached, so its parameters resolve
-        like any controller's.
+        A plain callable is compiled into a route, so its parameters resolve like any
+        controller's. The last compiled callables are kept (a bounded cache): claim with the
+        same callable (a module-level function, a bound method) and it is compiled once; a
+        fresh callable per request (a lambda) is compiled on each request.
         """
         if self.state != ROUTE:
             raise IllegalTransition(self.state, AUTH, ALLOWED[self.state])

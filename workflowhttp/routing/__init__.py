@@ -5,7 +5,10 @@ it unchanged. Nothing is registered globally, so several apps can share controll
 
 Paths are templates with ``{name}`` segments (one non-empty segment) and ``{name:path}`` (the
 rest of the path, one or more segments). A segment may mix text and parameters
-(``/files/{name}.{ext}``).
+(``/files/{name}.{ext}``): every parameter but the last ends at the first occurrence of the
+text that follows it, so it never contains that text; the last one takes everything up to the
+segment's fixed ending (``{a}-{b}.txt`` matches ``x-y-z.txt`` with ``a="x"``, ``b="y-z"``).
+This is matched left to right in one pass (linear in the segment).
 
 Trailing-slash policy: a trailing slash is insignificant. ``/users`` and ``/users/`` are the same
 route, both when declared and when requested (like Falcon's ``strip_url_path_trailing_slash``);
@@ -18,13 +21,16 @@ Matching (compiled once; its cost grows with the path's depth, not with the numb
    pattern, which beats a ``{name}`` parameter, which beats ``{name:path}``; the walk backtracks
    when a branch leads nowhere. So ``/users/admin`` wins over ``/users/{id}`` whatever the
    declaration order.
+   Every edge of the tree consumes one segment, so the search visits each node once at most:
+   its cost is bounded by the size of the tree, whatever the path.
 3. The first route found that accepts the method wins. When routes match the path but none
    the method, the request is a 405 with their methods in ``Allow``. ``HEAD`` is served by
    ``GET`` routes; ``OPTIONS`` without an explicit route is answered 204 with ``Allow``.
 
-SECURITY: no parameter value may be a ``..`` segment (a ``{name:path}`` value may contain no
-``..`` segment); such a path matches nothing (404), so a path parameter cannot climb out of a
-directory it is joined to.
+SECURITY: no parameter value may be ``..`` (a ``{name:path}`` value may contain no ``..``
+segment), nor contain a backslash (a separator on Windows) or a NUL byte; such a path matches
+nothing (404), so a path parameter cannot climb out of a directory it is joined to, nor
+truncate a file name.
 
 The package: :mod:`.paths` (templates and the trailing-slash policy), :mod:`.declarations`
 (the decorators) and :mod:`.router` (the compiled router).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -103,7 +104,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.static: dict[str, _Node] = {}
-        self.patterns: dict[str, tuple[re.Pattern[str], _Node]] = {}
+        self.patterns: dict[tuple[str, ...], tuple[_SegmentPattern, _Node]] = {}
         self.param: _Node | None = None
         self.rest: _Node | None = None  # the {name:path} leaf below this node
         self.leaf: dict[str, Route] | None = None
@@ -117,7 +118,9 @@ class Router:
         self._static: dict[str, dict[str, Route]] = {}
         self._root = _Node()
         self._names: dict[str, Route | None] = {}
-        self._adopted: dict[Any, Route] = {}
+        # SECURITY: a bounded cache, so a fresh callable per request (a lambda) cannot grow it
+        # without end; each one costs a compile, the last ADOPTED_CALLABLES stay compiled.
+        self._adopted = functools.lru_cache(maxsize=ADOPTED_CALLABLES)(self._compile_callable)
         self.adopt_callable: Callable[[Callable[..., Any]], Route] | None = None
 
     def add(self, *routes: Route) -> None:
@@ -191,10 +194,10 @@ class Router:
                 continue
             if any(conv is not None for _, conv in params):
                 raise ConfigurationError(f"converters need a whole segment: {segment} in {path}")
-            regex = _segment_regex(segment)
-            entry = node.patterns.get(regex.pattern)
+            pattern = _SegmentPattern(segment)
+            entry = node.patterns.get(pattern.literals)
             if entry is None:
-                entry = node.patterns[regex.pattern] = (regex, _Node())
+                entry = node.patterns[pattern.literals] = (pattern, _Node())
             node = entry[1]
         return node
 
@@ -234,14 +237,17 @@ class Router:
         segments = path[1:].split("/") if path != "/" else []
         # PERF: first the straight descent (static child, else the {name} child) that the
         # depth-first search would try first; when it ends on a route for the method, the
-        # search would have found the same one. Anything else takes the full search.
+        # search would have found the same one. Anything else takes the full search, and so
+        # does a {name} segment when the path holds a character no parameter may hold
+        # (checked once, on the whole path).
+        plain = "\\" not in path and "\x00" not in path
         node = self._root
         captures: list[str] = []
         for segment in segments:
             child = node.static.get(segment)
             if child is None:
                 child = node.param
-                if child is None or node.patterns or not segment or segment == "..":
+                if child is None or node.patterns or not plain or not segment or segment == "..":
                     break
                 captures.append(segment)
             node = child
@@ -270,27 +276,82 @@ class Router:
         return route.url(**params)
 
     def adopt(self, route: Route | Callable[..., Any]) -> Route:
-        """Return ``route`` as a Route, compiling (once) a plain callable claimed in ``route``."""
+        """Return ``route`` as a Route, compiling a plain callable claimed in ``route``.
+
+        The last :data:`ADOPTED_CALLABLES` callables stay compiled: claim with the same callable
+        (a module-level function, a bound method) to compile it once. A fresh callable on each
+        request is compiled on each request, and does not accumulate.
+        """
         if isinstance(route, Route):
             return route
-        adopted = self._adopted.get(route)
-        if adopted is None:
-            if self.adopt_callable is None:
-                raise ConfigurationError("router cannot compile callables")
-            adopted = self._adopted[route] = self.adopt_callable(route)
-        return adopted
+        return self._adopted(route)
+
+    def _compile_callable(self, function: Callable[..., Any]) -> Route:
+        if self.adopt_callable is None:
+            raise ConfigurationError("router cannot compile callables")
+        return self.adopt_callable(function)
 
 
-def _segment_regex(segment: str) -> re.Pattern[str]:
-    """Compile a segment mixing text and ``{name}`` parameters."""
-    parts = []
-    last = 0
-    for match in PARAM.finditer(segment):
-        parts.append(re.escape(segment[last : match.start()]))
-        parts.append("([^/]+?)")
-        last = match.end()
-    parts.append(re.escape(segment[last:]))
-    return re.compile("".join(parts))
+#: How many callables claimed with ``event.route_found()`` stay compiled (least recently
+#: used ones are dropped first).
+ADOPTED_CALLABLES = 128
+
+
+class _SegmentPattern:
+    """A segment mixing text and ``{name}`` parameters, matched left to right in one pass.
+
+    The matching rule: every parameter but the last ends at the first occurrence of the text
+    that follows it (so it never contains that text); the last one takes everything up to the
+    segment's fixed ending. ``{a}-{b}-{c}.txt`` matches ``x-y-z-w.txt`` with ``a="x"``,
+    ``b="y"``, ``c="z-w"``. Every parameter is non-empty.
+
+    SECURITY: a backtracking regex (``([^/]+?)-([^/]+?)-([^/]+?)\\.txt``) costs the cube of the
+    segment's length on a segment of dashes; each ``str.find`` here starts where the previous
+    one ended, so the cost is linear in the segment (times the longest text between
+    parameters). The rule is the one such a regex (lazy parameters) applies, so nothing that
+    matched before matches differently.
+    """
+
+    __slots__ = ("literals", "prefix", "separators", "suffix")
+
+    def __init__(self, segment: str) -> None:
+        literals = []
+        last = 0
+        for match in PARAM.finditer(segment):
+            literals.append(segment[last : match.start()])
+            last = match.end()
+        literals.append(segment[last:])
+        self.literals = tuple(literals)
+        self.prefix = literals[0]
+        self.separators = tuple(literals[1:-1])
+        self.suffix = literals[-1]
+
+    def match(self, segment: str) -> list[str] | None:
+        """Return the parameters' values in ``segment``, or ``None`` when it does not match."""
+        if not (segment.startswith(self.prefix) and segment.endswith(self.suffix)):
+            return None
+        start = len(self.prefix)
+        end = len(segment) - len(self.suffix)
+        values = []
+        for separator in self.separators:
+            # The first occurrence after one character at least, leaving one for the rest:
+            # if it cannot work, no later one can (a later one leaves less room).
+            found = segment.find(separator, start + 1, end - 1)
+            if found < 0:
+                return None
+            values.append(segment[start:found])
+            start = found + len(separator)
+        if start >= end:
+            return None
+        values.append(segment[start:end])
+        return values
+
+
+def _refused(value: str) -> bool:
+    """Return whether no parameter may take ``value`` (see the package's SECURITY note)."""
+    # SECURITY: a '..' value climbs out of a directory it is joined to; a backslash is a
+    # separator on Windows ('..\\..\\x'); a NUL byte truncates or breaks file system calls.
+    return value == ".." or "\\" in value or "\x00" in value
 
 
 def _for_method(leaf: dict[str, Route], method: str) -> Route | None:
@@ -316,7 +377,12 @@ def _search(
     captures: list[str],
     allowed: set[str],
 ) -> Route | None:
-    """Depth-first search of the segment tree, static first; see the module docstring."""
+    """Depth-first search of the segment tree, static first; see the package docstring.
+
+    Every edge of the tree consumes one segment, so a node is reached at one index only and
+    visited at most once: the search costs at most the size of the tree (times the cost of
+    matching one segment), however the path is made.
+    """
     if index == len(segments):
         return _pick(node.leaf, method, allowed) if node.leaf is not None else None
     segment = segments[index]
@@ -325,31 +391,32 @@ def _search(
         found = _search(child, segments, index + 1, method, captures, allowed)
         if found is not None:
             return found
-    if segment == "..":  # SECURITY: no parameter is ever a '..' segment
+    if not segment or segment == "..":  # SECURITY: see _refused()
         return None
-    for regex, child in node.patterns.values():
-        matched = regex.fullmatch(segment)
-        if matched is not None:
-            groups = matched.groups()
-            captures.extend(groups)
+    for pattern, child in node.patterns.values():
+        values = pattern.match(segment)
+        if values is not None and not any(_refused(value) for value in values):
+            captures.extend(values)
             found = _search(child, segments, index + 1, method, captures, allowed)
             if found is not None:
                 return found
-            del captures[-len(groups) :]
-    if node.param is not None and segment:
+            del captures[-len(values) :]
+    if node.param is not None and not _refused(segment):
         captures.append(segment)
         found = _search(node.param, segments, index + 1, method, captures, allowed)
         if found is not None:
             return found
         captures.pop()
     rest = node.rest
-    if rest is not None and rest.leaf is not None and segment:
+    if rest is not None and rest.leaf is not None:
         tail = segments[index:]
         if ".." not in tail:
-            route = _pick(rest.leaf, method, allowed)
-            if route is not None:
-                captures.append("/".join(tail))
-                return route
+            value = "/".join(tail)
+            if not _refused(value):
+                route = _pick(rest.leaf, method, allowed)
+                if route is not None:
+                    captures.append(value)
+                    return route
     return None
 
 
