@@ -54,8 +54,10 @@ def test_serve_help_shows_the_options(env: dict[str, str]) -> None:
         "--graceful-timeout",
         "--keepalive",
         "--max-requests",
-        "--access-log",
-        "--log-level",
+        "--access-log {auto,gunicorn,stream,off}",
+        "--log-level {debug,info,warning,error,critical}",
+        "--log-format {text,json}",
+        "--no-log-config",
         "--pid",
     ):
         assert option in result.stdout
@@ -110,7 +112,9 @@ def test_routes_with_a_factory(env: dict[str, str]) -> None:
 )
 def test_routes_with_a_bad_target(env: dict[str, str], target: str, message: str) -> None:
     result = run("routes", target, env=env)
-    assert result.returncode != 0
+    assert result.returncode == 2
+    assert result.stderr.startswith("workflowhttp: error: ")
+    assert result.stderr.count("\n") == 1  # one line, no traceback
     assert message in result.stderr
 
 

@@ -149,12 +149,15 @@ def test_forbidden_without_the_token(server: Server) -> None:
     assert server.request("GET", location).status == 404
 
 
-def test_access_log_goes_to_stdout(server: Server) -> None:
-    server.request("GET", "/health?from=access-log-test")
+def test_the_access_log_has_one_line_per_request(server: Server) -> None:
+    # The bookstore has a LogProcessor: its stream writes the access lines, gunicorn does not.
+    request_id = server.request("GET", "/health?from=access-log-test").headers["x-request-id"]
     deadline = time.monotonic() + 5
-    while "/health?from=access-log-test" not in server.output():
+    while request_id not in server.output():
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.05)
+    assert server.output().count(request_id) == 1
+    assert "/health?from=access-log-test" not in server.output()  # no line from gunicorn
     assert server.output().count("Booting worker with pid") >= 2
 
 

@@ -1,67 +1,41 @@
-"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph."""
+"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph.
+
+Every command that needs the app gets it from :func:`load_app`
+(:mod:`workflowhttp.cli.loading`): what is wrong with a target (no such module, a syntax
+error, no such attribute, a factory that raises) is one line on stderr and exit status 2,
+never a traceback. ``serve`` (:mod:`~workflowhttp.cli.serving`) and ``dev``
+(:mod:`~workflowhttp.cli.development`) configure logging as :mod:`~workflowhttp.cli.logs` says.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-__all__ = ["load_app", "main"]
+from ..app import App
+from .development import dev
+from .loading import LoadError, load_app
+from .logs import LogOptions
+from .serving import serve
 
-
-def load_app(target: str) -> Any:
-    """Import ``module:attribute`` (or ``module:factory()``) and return the WSGI app."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name:
-        raise SystemExit(f"expected module:app, got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    attribute = attribute or "app"
-    call = attribute.endswith("()")
-    try:
-        app = getattr(module, attribute.removesuffix("()"))
-    except AttributeError:
-        raise SystemExit(f"{module_name} has no attribute {attribute!r}") from None
-    return app() if call else app
+__all__ = ["LoadError", "dev", "graph", "load_app", "main", "routes", "serve"]
 
 
 def _default_workers() -> int:
     return min(2 * (os.cpu_count() or 1) + 1, 8)
 
 
-def serve(target: str, options: dict[str, Any]) -> None:
-    """Run ``target`` under gunicorn, through its application API."""
-    from gunicorn.app.base import BaseApplication
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                # The control-socket settings exist from gunicorn 25.1 on only.
-                if value is not None and key in self.cfg.settings:
-                    self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            # Imported in each worker after the fork (no preload), so every worker opens its
-            # own connections and builds its own singletons.
-            return load_app(target)
-
-    Server().run()
-
-
-def dev(target: str, host: str, port: int) -> None:
-    """Serve with werkzeug's development server and reloader."""
-    from werkzeug.serving import run_simple
-
-    run_simple(host, port, load_app(target), use_reloader=True, use_debugger=False)
-
-
 def routes(target: str) -> str:
-    """Return the route table of the app at ``target``."""
+    """Return the route table of the app at ``target``.
+
+    Raises:
+        LoadError: the target gives no app, or a WSGI callable that is not an App.
+    """
     app = load_app(target)
+    if not isinstance(app, App):
+        raise LoadError(f"{target} is a WSGI callable, not a workflowhttp App: it has no routes")
     rows = [("METHODS", "PATH", "NAME", "GROUPS", "DESCRIPTION")]
     for route in app.routes:
         methods = "ANY" if "*" in route.methods else ",".join(route.methods)
@@ -75,7 +49,7 @@ def routes(target: str) -> str:
 
 def graph(fmt: str, output: str | None) -> str | None:
     """Return the workflow diagram as Mermaid text, or write an image with graphviz."""
-    from .workflow import draw
+    from ..workflow import draw
 
     if fmt == "mermaid":
         text = str(draw("mermaid"))
@@ -92,12 +66,54 @@ def graph(fmt: str, output: str | None) -> str | None:
     return None
 
 
+# -- the command line --------------------------------------------------------------------------
+
+_TARGET_HELP = (
+    "module:app (an App or a WSGI callable), module:factory or module:factory() "
+    "(a function without arguments that builds the app)"
+)
+
+
+def _logging_options(server: str) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("logging")
+    group.add_argument(
+        "--access-log",
+        choices=("auto", server, "stream", "off"),
+        default="auto",
+        help=f"who writes the one access line per request: {server}, the app's stream "
+        f"(its LogProcessor) or nobody; auto (default): the stream when the app has a "
+        f"LogProcessor, else {server}",
+    )
+    group.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        default="info",
+        help="the level of the root logger and the server's (default: info)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines (default) or one JSON object per line",
+    )
+    group.add_argument(
+        "--no-log-config",
+        action="store_true",
+        help="leave logging alone (configure it yourself); without it, the root logger gets "
+        "a handler on stderr unless the app configured logging already",
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workflowhttp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="workflowhttp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve_parser = commands.add_parser("serve", help="serve an app under gunicorn")
-    serve_parser.add_argument("app", help="module:app or module:factory()")
+    serve_parser = commands.add_parser(
+        "serve", help="serve an app under gunicorn", parents=[_logging_options("gunicorn")]
+    )
+    serve_parser.add_argument("app", help=_TARGET_HELP)
     serve_parser.add_argument("--bind", "-b", default="127.0.0.1:8000")
     serve_parser.add_argument(
         "--workers",
@@ -134,8 +150,6 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="restart a worker after this many requests (0: never)",
     )
-    serve_parser.add_argument("--access-log", default="-", help="file, or - for stdout")
-    serve_parser.add_argument("--log-level", default="info")
     serve_parser.add_argument("--pid", default=None, help="write the master's PID here")
     serve_parser.add_argument(
         "--control-socket",
@@ -144,13 +158,23 @@ def _parser() -> argparse.ArgumentParser:
         "as its default path is shared by every server of the user",
     )
 
-    dev_parser = commands.add_parser("dev", help="serve with werkzeug's reloader")
-    dev_parser.add_argument("app")
+    dev_parser = commands.add_parser(
+        "dev",
+        help="serve with werkzeug's reloader, for your machine",
+        parents=[_logging_options("werkzeug")],
+    )
+    dev_parser.add_argument("app", help=_TARGET_HELP)
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=8000)
+    dev_parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="answer 500s with the error and its traceback (sets the App's debug "
+        "attribute, as App(debug=True) does); never where others can connect",
+    )
 
     routes_parser = commands.add_parser("routes", help="print the route table")
-    routes_parser.add_argument("app")
+    routes_parser.add_argument("app", help=_TARGET_HELP)
 
     graph_parser = commands.add_parser("graph", help="print the workflow's state diagram")
     graph_parser.add_argument(
@@ -163,8 +187,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line."""
+    """Run the command line; return the exit status (2 when the target gives no app)."""
     args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except LoadError as ex:
+        print(f"workflowhttp: error: {ex}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C while the app loads, before a server handles it
+        return 130
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command in ("serve", "dev"):
+        log_options = LogOptions(
+            configure=not args.no_log_config,
+            level=args.log_level,
+            format=args.log_format,
+            access="server" if args.access_log in ("gunicorn", "werkzeug") else args.access_log,
+        )
     if args.command == "serve":
         serve(
             args.app,
@@ -180,24 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "limit_request_fields": args.limit_request_fields,
                 "limit_request_field_size": args.limit_request_field_size,
                 "max_requests": args.max_requests,
-                "accesslog": args.access_log,
-                "loglevel": args.log_level,
                 "pidfile": args.pid,
                 "preload_app": False,
                 "control_socket": args.control_socket,
                 "control_socket_disable": args.control_socket is None,
             },
+            log_options,
         )
     elif args.command == "dev":
-        dev(args.app, args.host, args.port)
+        dev(args.app, args.host, args.port, debug=args.debug, log_options=log_options)
     elif args.command == "routes":
         print(routes(args.app))
     elif args.command == "graph":
         text = graph(args.format, args.output)
         if text is not None:
             print(text)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
