@@ -23,7 +23,7 @@ from .events import (
     marked_listeners,
     members_in_source_order,
 )
-from .kernel import error_response, kernel_listeners
+from .kernel import check_request, error_response, kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
 from .params import build_plan
@@ -120,6 +120,7 @@ class App:
         if stream is not None:  # give the request its id, and a trace for the walker to fill
             trace, extra_headers = stream.begin(event)
         try:
+            check_request(event)  # SECURITY: before any listener; see check_request
             walk(event, self._listeners, self.limits.max_hops, trace)
             response = event.response
             if response is None:

@@ -124,6 +124,16 @@ class InternalServerError(HTTPError):
     message = "Internal Server Error"
 
 
+class HTTPNotImplemented(HTTPError):
+    """501: the server does not support what the request needs (a transfer coding, say).
+
+    Not named ``NotImplemented``: that would shadow Python's builtin constant.
+    """
+
+    status = 501
+    message = "Not Implemented"
+
+
 class BadGateway(HTTPError):
     status = 502
     message = "Bad Gateway"

@@ -21,6 +21,7 @@ from .errors import (
     AccessDenied,
     BadRequest,
     HTTPError,
+    HTTPNotImplemented,
     ParametersFailed,
     RequestHeaderFieldsTooLarge,
     WorkflowStalled,
@@ -52,19 +53,33 @@ ROUTE_FALLBACK = 1000
 
 
 def check_request(event: HttpEvent) -> None:
-    """Refuse a malformed or oversized request (400/413/414/431) or an untrusted host (400).
+    """Refuse a malformed or oversized request (400/413/414/431/501) or an untrusted host (400).
 
     Every request is checked, whether or not its controller reads the query or the body:
     bad input is answered as bad input wherever it is.
+
+    SECURITY: this is not a listener. ``App.__call__`` calls it before the walk starts, so no
+    listener can switch it off (by scheduling ``route`` itself, answering with ``send()`` or
+    stopping propagation in ``request``), and a refused request reaches no user code at all:
+    no listener of any state, no middleware, no controller. It is answered like a request the
+    server refuses itself, with its status and the kernel's short JSON body.
+
+    Raises:
+        HTTPError: the status to answer with.
     """
-    if event._next is not None:
-        return
     environ = event.environ
     app = event.app
     limits = app.limits
     # PERF: the environ holds the headers plus a few CGI keys; only a large one is counted.
     if len(environ) > limits.max_headers and _header_count(environ) > limits.max_headers:
         raise RequestHeaderFieldsTooLarge(f"More than {limits.max_headers} headers")
+    # SECURITY: RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (gunicorn passes it
+    # on). HTTP/1.0 has no Host requirement.
+    if "HTTP_HOST" not in environ and environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+        raise BadRequest("Missing Host header")
+    codings = environ.get("HTTP_TRANSFER_ENCODING")
+    if codings:
+        _check_transfer_codings(codings, environ)
     if environ.get("CONTENT_LENGTH"):
         content_length(environ, limits.max_content_length)
     query_string = environ.get("QUERY_STRING")
@@ -87,6 +102,28 @@ def schedule_route(event: HttpEvent) -> None:
 def _header_count(environ: dict[str, Any]) -> int:
     count = sum(1 for key in environ if key.startswith("HTTP_"))
     return count + ("CONTENT_TYPE" in environ) + ("CONTENT_LENGTH" in environ)
+
+
+def _check_transfer_codings(header: str, environ: dict[str, Any]) -> None:
+    """Accept a body framed by ``chunked`` alone: the one coding WSGI servers decode.
+
+    SECURITY: RFC 9112 §6.3: when ``chunked`` is not the last coding (or comes twice), the
+    body's length cannot be determined: 400. A server hands the app the decoded chunks but
+    leaves any coding before them (``gzip, chunked``: gunicorn passes it on) to the app, which
+    would read the compressed bytes as if they were the body: 501 (a server that decodes a
+    coding drops it from the header). ``Transfer-Encoding`` with ``Content-Length`` is the
+    ambiguity request smuggling lives on: 400.
+    """
+    codings = [coding.strip(" \t").lower() for coding in header.split(",")]
+    codings = [coding for coding in codings if coding]  # empty list elements are ignored
+    if not codings:
+        return
+    if codings[-1] != "chunked" or codings.count("chunked") > 1:
+        raise BadRequest(f"Transfer-Encoding {header[:64]!r}: chunked must come last, once")
+    if len(codings) > 1:
+        raise HTTPNotImplemented(f"Transfer-Encoding {header[:64]!r} is not supported")
+    if environ.get("CONTENT_LENGTH"):
+        raise BadRequest("Both Transfer-Encoding and Content-Length")
 
 
 def match_route(event: HttpEvent) -> None:
@@ -219,7 +256,6 @@ def run_route_middlewares(event: HttpEvent) -> None:
 
 Kernel = tuple[tuple[str, int, Callable[[HttpEvent], None]], ...]
 
-_BEFORE_MIDDLEWARE: Kernel = ((REQUEST, KERNEL, check_request),)
 _REQUEST_MIDDLEWARE: Kernel = ((REQUEST, KERNEL, run_global_middlewares),)
 _AFTER_REQUEST_MIDDLEWARE: Kernel = (
     (REQUEST, KERNEL, schedule_route),
@@ -244,16 +280,16 @@ _OUTGOING_MIDDLEWARE: Kernel = ((RESPONSE, KERNEL, run_outgoing),)
 def kernel_listeners(*, middleware: bool) -> Kernel:
     """Return the kernel's listeners as ``(state, priority, listener)``, in registration order.
 
-    Equal priorities run in this order, so at 100 in ``request`` the checks come before the
-    global middlewares, which come before scheduling ``route``; likewise in ``auth`` the route's
-    middlewares run just before ``resolve_parameters`` is scheduled. Without middlewares their
-    runners are left out, and cost nothing.
+    Equal priorities run in this order, so at 100 in ``request`` the global middlewares come
+    before scheduling ``route``; likewise in ``auth`` the route's middlewares run just before
+    ``resolve_parameters`` is scheduled. Without middlewares their runners are left out, and
+    cost nothing. The request checks are not among them: :func:`check_request` runs before
+    the walk.
     """
     if not middleware:
-        return _BEFORE_MIDDLEWARE + _AFTER_REQUEST_MIDDLEWARE + _AFTER_ROUTE_MIDDLEWARE
+        return _AFTER_REQUEST_MIDDLEWARE + _AFTER_ROUTE_MIDDLEWARE
     return (
-        _BEFORE_MIDDLEWARE
-        + _REQUEST_MIDDLEWARE
+        _REQUEST_MIDDLEWARE
         + _AFTER_REQUEST_MIDDLEWARE
         + _ROUTE_MIDDLEWARE
         + _AFTER_ROUTE_MIDDLEWARE
