@@ -27,12 +27,16 @@ class Limits:
     Args:
         max_content_length: Largest request body in bytes (default 1 MiB). Checked against
             ``Content-Length`` before reading and while reading a chunked body: 413.
-        max_form_memory_size: Largest non-file form field kept in memory (default 500 kB): 413.
+        max_form_memory_size: Largest form data kept in memory (default 500 kB): 413. That is
+            each non-file field of a multipart body, and an urlencoded body as a whole (it is
+            held in memory whole), however the body is framed (``Content-Length`` or chunked).
         max_form_parts: Most parts in a multipart body (default 1000): 400, refused as the
             part after the limit arrives.
         max_form_files: Most uploaded files in a multipart body (default 100): 400, refused
             before the file after the limit is read.
-        max_params: Most query plus form fields (default 1000): 400.
+        max_params: Most query plus form fields, counted together (default 1000): 400. The
+            query alone is checked for every request; with a form, the query's fields and the
+            form's add up.
         max_query_length: Longest query string in bytes (default 8192): 414. The request line
             as a whole is bounded by the server (gunicorn's ``--limit-request-line``).
         max_headers: Most request headers (default 100): 431. Each header's size is bounded

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigurationError
+from ..numbers import parse_int
 from .events import (
     ListenerFailed,
     RequestFailed,
@@ -246,8 +247,10 @@ class Stream:
         trail.method = environ.get("REQUEST_METHOD", "")
         trail.path = environ.get("PATH_INFO", "")
         trail.client = environ.get("REMOTE_ADDR")
-        length = environ.get("CONTENT_LENGTH")
-        trail.bytes_in = int(length) if length and length.isdigit() else 0
+        try:  # SECURITY: "²" passes isdigit() and then fails int(), after start_response
+            trail.bytes_in = parse_int(environ.get("CONTENT_LENGTH") or "0", signed=False)
+        except ValueError:  # refused by the request checks, so nothing was read
+            trail.bytes_in = 0
         if event.error is not None:
             trail.error = _describe(event.error)
         if event.error_state is not None:  # set whenever a listener raised: name the failures
