@@ -138,6 +138,10 @@ class Container:
         return provider.scope if provider is not None else REQUEST
 
     def _special_for(self, annotation: type) -> Accessor | None:
+        # `object` is a base of every class, the event's too: a parameter annotated `object`
+        # says nothing of what it wants, so it gets no per-request value silently.
+        if annotation is object:
+            return None
         for special, accessor in self._special.items():
             try:
                 if issubclass(special, annotation) or issubclass(annotation, special):

@@ -11,26 +11,33 @@ For every parameter of a controller, in this order:
    ``Literal``, ``list[int]`` for repeated keys, ...) → the query string.
 
 A default makes a parameter optional. Conversion uses ``msgspec`` (strict for JSON, lax for
-strings from the path, query, headers, cookies and forms). Every failure is collected into one
-:class:`~workflowhttp.errors.ParametersFailed` (400), each error at its path: the parameter
-name, or the dotted location inside the body document (``"user.age"``, ``"items.0.name"``).
+strings from the path, query, headers, cookies and forms), except that an integer from a string
+is only ever an optional sign and decimal digits (:func:`~workflowhttp.numbers.parse_int`).
+Every failure is collected into one :class:`~workflowhttp.errors.ParametersFailed` (400), each
+error at its path: the parameter name, or the dotted location inside the body document
+(``"user.age"``, ``"items.0.name"``).
 """
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import dataclasses
+import functools
 import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import msgspec.inspect as msgspec_inspect
-from werkzeug.http import parse_cookie
+from werkzeug.datastructures import MultiDict
+from werkzeug.sansio.http import parse_cookie
 
 from .errors import BadRequest, ConfigurationError, ParametersFailed, UnsupportedMediaType
+from .numbers import MAX_DIGITS, parse_int
 from .request import check_json_depth, query_of, read_body
 
 if TYPE_CHECKING:
@@ -168,6 +175,11 @@ def _resolver(
     where: str,
 ) -> Resolver:
     bare, source = _unwrap(annotation)
+    if bare is object:
+        raise ConfigurationError(
+            f"{where}: `object` says nothing of what the parameter receives; annotate it with "
+            f"a path, query, header, cookie or body type, HttpEvent, Request or a service"
+        )
     if source is None and path_names is not None and name in path_names:
         return _path_resolver(name, _converter(annotation, where))
     if source is None and isinstance(bare, type) and container.provides(bare):
@@ -263,7 +275,7 @@ def _check_convertible(annotation: Any, where: str) -> None:
 
 # -- conversion and error paths -------------------------------------------------------------
 
-_AT = re.compile(r" - at `\$(.*)`$")
+_AT = " - at `$"
 # Errors about one field, reported at the field's own path.
 _FIELD_ERROR = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
 
@@ -271,10 +283,13 @@ _FIELD_ERROR = re.compile(r"^Object (?:missing required|contains unknown) field 
 def _error_path(message: str, root: str) -> tuple[str, str]:
     """Turn msgspec's ``... - at `$.a[0].b``` into ``("a.0.b", "...")``."""
     location = ""
-    matched = _AT.search(message)
-    if matched:
-        location = matched.group(1)
-        message = message[: matched.start()]
+    # SECURITY: the message quotes the client's keys ("Object contains unknown field `...`");
+    # a regex search for the location (r" - at `\$(.*)`$") retried at each " - at `$" of a
+    # key ending in a newline, quadratic in the key. One rfind finds msgspec's own suffix.
+    at = message.rfind(_AT)
+    if at >= 0 and message.endswith("`") and "\n" not in message[at:]:
+        location = message[at + len(_AT) : -1]
+        message = message[:at]
     parts = [p for p in re.split(r"[.\[\]]+", location) if p]
     field = _FIELD_ERROR.match(message)
     if field:
@@ -283,7 +298,13 @@ def _error_path(message: str, root: str) -> tuple[str, str]:
 
 
 def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
-    """Return a lax converter from strings to ``annotation`` (``msgspec.convert``)."""
+    """Return a lax converter from strings to ``annotation`` (``msgspec.convert``).
+
+    SECURITY: an integer anywhere in ``annotation`` (``int``, ``Annotated[int, Meta(...)]``,
+    ``int | None``, ``list[int]``...) is parsed by :func:`~workflowhttp.numbers.parse_int`
+    first, then handed to msgspec for the constraints: msgspec's own lax conversion takes
+    ``"1e3"`` for 1000 and ``"1.0"`` for 1.
+    """
     bare, _ = _unwrap(annotation)
     # Strip our source markers: msgspec does not know them.
     annotation = _without_sources(annotation)
@@ -292,7 +313,10 @@ def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
     if bare is int and annotation is int:
         return _to_int
     _check_convertible(annotation, where)
-    return lambda value: msgspec.convert(value, annotation, strict=False)
+    integers = _integers(annotation, set())
+    if integers is None:
+        return lambda value: msgspec.convert(value, annotation, strict=False)
+    return lambda value: msgspec.convert(integers(value, "$"), annotation, strict=False)
 
 
 def _without_sources(annotation: Any) -> Any:
@@ -311,11 +335,161 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _identity_at(value: Any, at: str) -> Any:
+    return value
+
+
 def _to_int(value: str) -> int:
-    # PERF: the common case skips msgspec; int() alone would accept " 1", "1_0" and "٣".
-    if value.isascii() and value.isdigit():
+    """Convert a client's string to an int: an optional sign and at most 64 ASCII digits."""
+    # PERF: the common case is one C-level check before int(); int() alone would accept
+    # " 1", "1_0" and "٣", and msgspec "1e3".
+    if value.isdigit() and value.isascii() and len(value) <= MAX_DIGITS:
         return int(value)
-    return msgspec.convert(value, int, strict=False)
+    return _client_int(value, "$")
+
+
+def _client_int(value: str, at: str) -> int:
+    """Parse ``value`` with ``parse_int``, or raise msgspec's error for position ``at``."""
+    try:
+        return parse_int(value)
+    except ValueError:
+        if len(value) > MAX_DIGITS:
+            message = f"Expected an integer of at most {MAX_DIGITS} digits"
+        else:
+            message = "Expected `int`, got `str`"
+        raise msgspec.ValidationError(message if at == "$" else f"{message} - at `{at}`") from None
+
+
+_Integers = Callable[[Any, str], Any]
+"""Replace a client's strings at the ``int`` positions of a value (the second argument is the
+position, msgspec-style: ``$``, ``$[1]``, ``$.age``)."""
+_SEQUENCES = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Collection,
+    collections.abc.Sequence,
+    collections.abc.MutableSequence,
+    collections.abc.Set,
+    collections.abc.MutableSet,
+)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _integers(annotation: Any, seen: set[Any]) -> _Integers | None:
+    """Compile what parses the strings at the ``int`` positions of ``annotation``.
+
+    Returns ``None`` when ``annotation`` holds no integer (nothing to do). A union that
+    accepts ``str`` keeps its strings (msgspec never makes an int of them).
+    """
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _integers(annotation.__origin__, seen)
+    if annotation is int:
+        return _integer_leaf
+    if origin is typing.Union or _is_union_type(annotation):
+        return _integer_union(typing.get_args(annotation), seen)
+    if origin in _SEQUENCES:
+        arguments = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if origin is tuple and len(arguments) > 1:
+            items = [_integers(a, seen) for a in arguments]
+            if not any(items):
+                return None
+            return functools.partial(_integer_tuple, tuple(items))
+        item = _integers(arguments[0], seen) if arguments else None
+        return functools.partial(_integer_items, item) if item else None
+    if origin in _MAPPINGS:
+        arguments = list(typing.get_args(annotation))
+        item = _integers(arguments[1], seen) if len(arguments) == 2 else None
+        return functools.partial(_integer_values, item) if item else None
+    if isinstance(annotation, type) and _is_body_type(annotation) and annotation not in seen:
+        seen.add(annotation)  # a recursive type is walked once
+        fields = {key: _integers(hint, seen) for key, hint in _fields(annotation).items()}
+        found = {key: item for key, item in fields.items() if item is not None}
+        return functools.partial(_integer_fields, found) if found else None
+    return None
+
+
+def _integer_leaf(value: Any, at: str) -> Any:
+    return _client_int(value, at) if isinstance(value, str) else value
+
+
+def _integer_union(members: tuple[Any, ...], seen: set[Any]) -> _Integers | None:
+    plain = [_without_sources(m) for m in members]
+    if any(_unwrap(m)[0] is str for m in plain):
+        return None
+    integers = [m for m in plain if _unwrap(m)[0] is int]
+    others = [m for m in plain if _unwrap(m)[0] is not int]
+    containers = [item for item in (_integers(m, seen) for m in others) if item is not None]
+    if not integers:
+        if not containers:
+            return None
+        return containers[0]
+    rest: Any = typing.Union[tuple(others)] if others else None  # noqa: UP007
+
+    def parse(value: Any, at: str) -> Any:
+        if not isinstance(value, str):
+            return containers[0](value, at) if containers else value
+        try:
+            return _client_int(value, at)
+        except msgspec.ValidationError as error:
+            if rest is None:
+                raise
+            failure = error
+        # Not an integer: the other members may take it ("null", a float...), int may not.
+        try:
+            return msgspec.convert(value, rest, strict=False)
+        except msgspec.ValidationError:
+            raise failure from None
+
+    return parse
+
+
+def _integer_items(item: _Integers, value: Any, at: str) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [item(element, f"{at}[{index}]") for index, element in enumerate(value)]
+
+
+def _integer_tuple(items: tuple[_Integers | None, ...], value: Any, at: str) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [
+        items[index](element, f"{at}[{index}]")  # type: ignore[misc]
+        if index < len(items) and items[index] is not None
+        else element
+        for index, element in enumerate(value)
+    ]
+
+
+def _integer_values(item: _Integers, value: Any, at: str) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {key: item(element, f"{at}[...]") for key, element in value.items()}
+
+
+def _integer_fields(fields: dict[str, _Integers], value: Any, at: str) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: fields[key](element, f"{at}.{key}") if key in fields else element
+        for key, element in value.items()
+    }
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    """Return the annotations of a body type's fields, by the name the client sends."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # msgspec resolved them already; nothing to add if Python cannot
+        return {}
+    if issubclass(cls, msgspec.Struct):
+        names = zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
+        return {encoded: hints[name] for name, encoded in names}
+    if dataclasses.is_dataclass(cls):
+        return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+    return dict(hints)
 
 
 def _fail(name: str, ex: Exception, *, under_name: bool = False) -> _Failure:
@@ -380,13 +554,33 @@ def _query_resolver(
     return resolve
 
 
-def _cookies(event: HttpEvent) -> dict[str, str]:
-    try:
-        if event._request is not None:
-            return event._request.cookies
-        return parse_cookie(event.environ.get("HTTP_COOKIE", ""))
-    except UnicodeError:
-        raise BadRequest("Invalid cookie encoding") from None
+# Text no cookie name or value may hold: control characters, and U+FFFD, which stands for a
+# byte that was not UTF-8 (the header is decoded with errors="replace").
+_BAD_COOKIE_TEXT = re.compile("[\x00-\x1f\x7f\ufffd]")
+
+
+def _cookies(event: HttpEvent) -> Mapping[str, str]:
+    """Return the request's cookies, without the malformed pairs.
+
+    SECURITY: a cookie pair whose bytes are not UTF-8 or that holds a control character is
+    dropped and the request goes on with the others: one bad cookie (forged, or set by
+    another application on the domain) must not make every request of the site a 400.
+    """
+    header: str = event.environ.get("HTTP_COOKIE", "")
+    if not header:
+        return {}
+    if not header.isascii():
+        with contextlib.suppress(UnicodeEncodeError):  # else not latin-1 (WSGI): already text
+            header = header.encode("latin-1").decode("utf-8", "replace")
+    cookies = parse_cookie(header)
+    # PERF: a clean header (no bad text, no escapes in quoted values) needs no second look.
+    if _BAD_COOKIE_TEXT.search(header) is None and "\\" not in header:
+        return cookies
+    return MultiDict(
+        (name, value)
+        for name, value in cookies.items(multi=True)
+        if _BAD_COOKIE_TEXT.search(name) is None and _BAD_COOKIE_TEXT.search(value) is None
+    )
 
 
 _JSON_TYPES = ("application/json",)
@@ -400,6 +594,8 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
     if not (raw or text):
         _check_convertible(annotation, where)
     decoder = msgspec.json.Decoder(annotation) if not (raw or text) else None
+    # SECURITY: form fields are strings, converted like the query's (see _converter).
+    form_integers = _integers(annotation, set()) or _identity_at
 
     def resolve(event: HttpEvent) -> Any:
         content_type = event.environ.get("CONTENT_TYPE", "")
@@ -410,7 +606,7 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
                 return default
             data = {key: values[0] if len(values) == 1 else values for key, values in form.lists()}
             try:
-                return msgspec.convert(data, annotation, strict=False)
+                return msgspec.convert(form_integers(data, "$"), annotation, strict=False)
             except msgspec.ValidationError as ex:
                 raise _fail(name, ex) from None
         body = read_body(event)
@@ -425,8 +621,13 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
                 return body.decode("utf-8")
             except UnicodeDecodeError:
                 raise _Failure([{"path": name, "message": "Body is not valid UTF-8"}]) from None
-        if mimetype and mimetype not in _JSON_TYPES and not mimetype.endswith("+json"):
-            raise UnsupportedMediaType(f"Cannot decode {mimetype} into {name}")
+        # SECURITY: a JSON body must say so. A browser sends a cross-site POST with no
+        # Content-Type (or text/plain) without asking the server first (no CORS preflight),
+        # cookies included: decoding it would open cookie-authenticated routes to CSRF.
+        if mimetype not in _JSON_TYPES and not mimetype.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"Cannot decode {mimetype or 'a body without Content-Type'} into {name}"
+            )
         check_json_depth(body, event.app.limits.max_json_depth)
         try:
             return decoder.decode(body)  # type: ignore[union-attr]
