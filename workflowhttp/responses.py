@@ -14,13 +14,23 @@ a ``werkzeug.Response``                as is (called as a WSGI app)
 an iterator or generator               streamed; ``str`` chunks encoded as UTF-8
 =====================================  ================================================
 
-Anything else is a ``TypeError`` (a logged 500).
+Anything else is a ``TypeError`` (a logged 500). A status or headers given with a response the
+caller made (``(OK, 201, headers)``, ``event.send(OK, status=201)``) change a copy of it: the
+caller's object, perhaps shared by every request, is never changed.
+
+What leaves for the server is checked once, in :func:`prepare`, before ``start_response``: the
+status, every header name (an RFC 9110 token) and value (PEP 3333: a latin-1 ``str`` without
+CR, LF or other control characters), and every chunk of a streamed body (``bytes``, or ``str``
+encoded as UTF-8). A bad status or header becomes the app's clean 500; a bad chunk, once the
+status is sent, aborts the stream.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -34,7 +44,15 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .errors import BadRequest
 
-__all__ = ["HTMLResponse", "JSONResponse", "Redirect", "Response", "render"]
+__all__ = [
+    "HTMLResponse",
+    "JSONResponse",
+    "Redirect",
+    "Response",
+    "close_body",
+    "close_unsent",
+    "render",
+]
 
 logger = logging.getLogger("workflowhttp")
 
@@ -49,6 +67,45 @@ _WITH_BODY_LINES = {
     code: line for code, line in _STATUS_LINES.items() if code >= 200 and code not in _NO_BODY
 }
 _json_encode = msgspec.json.Encoder().encode
+
+# SECURITY: what reaches the server's start_response is checked here, so a header built from
+# client data (an upload's filename, a Content-Type echoed back) can neither forge another
+# header (CR/LF) nor make the server raise out of the app (a value outside latin-1).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 field name
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # VCHAR, SP, HTAB, obs-text: latin-1
+_STATUS_LINE = re.compile(r"[1-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
+# PERF: names (and content types) are nearly always the same few constants: each is checked
+# once, then found in a set. Bounded, since a name may come from client data.
+_CHECKED_NAMES = {"Content-Type", "Content-Length", "Location", "Set-Cookie", "Allow"}
+_CHECKED_TYPES = {HTML, TEXT, JSON, OCTETS}
+_CHECKED_MAX = 512
+
+
+def check_header(name: object, value: object) -> None:
+    """Raise ``ValueError`` unless ``name: value`` may be given to ``start_response``.
+
+    The name is an RFC 9110 token; the value a ``str`` of latin-1 characters without CR, LF or
+    other control characters (tab allowed), as PEP 3333 requires.
+    """
+    if name not in _CHECKED_NAMES:
+        if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
+            raise ValueError(f"invalid header name {name!r}")
+        if len(_CHECKED_NAMES) < _CHECKED_MAX:
+            _CHECKED_NAMES.add(name)
+    if not isinstance(value, str):
+        raise ValueError(f"header {name!s} has a {type(value).__name__} value, not a str")
+    # PERF: printable ASCII, the usual case, is two C calls; the rest goes to the pattern.
+    if not (value.isascii() and value.isprintable()) and _FIELD_VALUE.fullmatch(value) is None:
+        raise ValueError(f"header {name!s} has an invalid value {value!r}")
+
+
+def _checked_content_type(value: Any) -> Any:
+    """Return ``value`` (a content type or ``None``) once it is known to be a valid value."""
+    if value is not None and value not in _CHECKED_TYPES:
+        check_header("Content-Type", value)
+        if len(_CHECKED_TYPES) < _CHECKED_MAX:
+            _CHECKED_TYPES.add(value)
+    return value
 
 
 def status_line(status: int) -> str:
@@ -67,10 +124,15 @@ class Response:
     Args:
         body: ``bytes``, ``str`` (encoded as UTF-8) or an iterable of chunks (streamed).
         status: The status code.
-        headers: Initial headers (a dict or a list of pairs).
+        headers: Initial headers (a dict, a list of pairs or a ``Headers``); a name given
+            twice (two ``Set-Cookie``) is sent twice.
         content_type: The ``Content-Type`` (default ``text/plain; charset=utf-8``).
 
     ``headers`` is case-insensitive and mutable (werkzeug's ``Headers``), built on first use.
+
+    Raises:
+        ValueError: ``content_type`` is no valid header value (CR, LF, a control character,
+            a character outside latin-1).
     """
 
     __slots__ = ("body", "status", "_headers", "_content_type")
@@ -86,21 +148,33 @@ class Response:
     ) -> None:
         self.body = body.encode() if isinstance(body, str) else body
         self.status = status
-        self._content_type: str | None = content_type or self.default_content_type
+        if not content_type:
+            content_type = self.default_content_type
+        elif content_type not in _CHECKED_TYPES:
+            # SECURITY: checked once, here (PERF: the usual constants are found in a set),
+            # so that the fast branch of prepare() can send it as it is.
+            _checked_content_type(content_type)
+        self._content_type: str | None = content_type
         # PERF: no Headers object unless someone asks for one.
         self._headers: Headers | None = None
         if headers:
-            self.headers.update(headers)
+            _override_headers(self.headers, headers)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _checked_content_type(cls.default_content_type)
 
     @property
     def headers(self) -> Headers:
         """The response headers (case-insensitive; ``Content-Type`` included)."""
         headers = self._headers
         if headers is None:
-            headers = self._headers = Headers()
+            headers = Headers()
             if self._content_type:
                 headers["Content-Type"] = self._content_type
-            self._content_type = None
+            # Published whole, and _content_type left as it was: two threads reading the
+            # headers of a shared response at once both see its Content-Type.
+            self._headers = headers
         return headers
 
     @property
@@ -112,7 +186,7 @@ class Response:
     @content_type.setter
     def content_type(self, value: str | None) -> None:
         if self._headers is None:
-            self._content_type = value
+            self._content_type = _checked_content_type(value)
         elif value is None:
             self._headers.pop("Content-Type", None)
         else:
@@ -150,6 +224,20 @@ class Response:
         self.headers.add(
             "Set-Cookie", dump_cookie(key, "", max_age=0, expires=0, path=path, domain=domain)
         )
+
+    def copy(self) -> Response:
+        """Return a copy with headers of its own (the body is shared), to change freely."""
+        if type(self) in _PLAIN_CLASSES:  # PERF: copy.copy of a slotted object is slow
+            clone = object.__new__(type(self))
+            clone.body = self.body
+            clone.status = self.status
+            clone._content_type = self._content_type
+            clone._headers = self._headers
+        else:  # a user's subclass may carry more state
+            clone = copy.copy(self)
+        if self._headers is not None:
+            clone._headers = self._headers.copy()
+        return clone
 
     @property
     def text(self) -> str:
@@ -199,6 +287,21 @@ class Redirect(Response):
             raise BadRequest("Redirect to another host is not allowed")
         super().__init__(b"", status, headers, TEXT)
         self.headers["Location"] = iri_to_uri(location)
+
+
+_PLAIN_CLASSES = frozenset({Response, JSONResponse, HTMLResponse, Redirect})
+
+
+def _override_headers(headers: Headers, given: Any) -> None:
+    """Set ``given`` (a mapping, a list of pairs or a ``Headers``) on ``headers``.
+
+    Each name given replaces that name's values in ``headers``; a name given more than once
+    (two ``Set-Cookie``) keeps every value, which ``Headers.update`` would not.
+    """
+    given = Headers(given)
+    for name in set(given.keys(lower=True)):
+        headers.remove(name)
+    headers.extend(given)
 
 
 def _leaves_site(location: str) -> bool:
@@ -252,17 +355,36 @@ _RENDERERS: dict[type, Callable[[Any], Any]] = {
 def render(result: Any, status: int | None = None) -> Response | WerkzeugResponse:
     """Render a controller's return value into a response (see the module docstring).
 
+    ``status`` overrides the rendered status; a response the caller made is copied first.
+
     Raises:
         TypeError: the value is of no supported type.
     """
     renderer = _RENDERERS.get(type(result))
     response = renderer(result) if renderer is not None else _render_other(result)
     if status is not None:
+        if response is result:  # the caller's object, maybe shared by every request
+            response = copy_response(response)
         if isinstance(response, WerkzeugResponse):
             response.status_code = status
         else:
             response.status = status
     return response
+
+
+def copy_response(response: Response | WerkzeugResponse) -> Response | WerkzeugResponse:
+    """Return a copy of ``response`` whose status and headers can change without touching it.
+
+    The body is shared (a streamed one can only be sent once anyway).
+    """
+    if isinstance(response, Response):
+        return response.copy()
+    clone = copy.copy(response)
+    clone.headers = response.headers.copy()
+    on_close = getattr(response, "_on_close", None)  # call_on_close() appends to it
+    if isinstance(on_close, list):
+        clone._on_close = list(on_close)
+    return clone
 
 
 def _render_other(result: Any) -> Response | WerkzeugResponse:
@@ -286,9 +408,9 @@ def _render_other(result: Any) -> Response | WerkzeugResponse:
 def _render_tuple(result: tuple[Any, ...]) -> Response | WerkzeugResponse:
     if not 2 <= len(result) <= 3 or not isinstance(result[1], int):
         raise TypeError("a tuple return value must be (body, status) or (body, status, headers)")
-    response = render(result[0], result[1])
+    response = render(result[0], result[1])  # a copy, when result[0] is the caller's response
     if len(result) == 3 and result[2]:
-        response.headers.update(result[2])
+        _override_headers(response.headers, result[2])
     return response
 
 
@@ -313,17 +435,19 @@ def prepare(
 ) -> Prepared:
     """Turn ``response`` into what ``start_response`` and the server need, calling neither.
 
-    Everything that can fail (a bad status, a bad header) fails here, before the app calls
-    ``start_response``, so a failure can still be answered with a clean 500.
-    ``extra_headers`` are sent after the response's own (the stream's ``X-Request-ID``),
-    without touching the response object, which may be shared between requests.
+    Everything that can fail (a bad status, a bad header name or value, a body that is not
+    iterable) fails here, before the app calls ``start_response``, so a failure can still be
+    answered with a clean 500; nothing is closed then (the caller gives the response up
+    whole, with :func:`close_unsent`). ``extra_headers`` (the stream's ``X-Request-ID``, made
+    by the app) are sent after the response's own, without touching the response object,
+    which may be shared between requests.
 
-    PERF: the common response (bytes body, no extra headers, a status with a body) takes the
-    first branch: one status-line lookup, a two-item header list, no ``Headers`` object.
+    PERF: the common response (bytes body, no Headers object, a status with a body) takes the
+    first branch: one status-line lookup, a two-item header list, no validation (its content
+    type was checked when it was set).
     """
     if not isinstance(response, Response):
-        app_iter, werkzeug_line, wsgi_headers = response.get_wsgi_response(environ)
-        return werkzeug_line, [*wsgi_headers, *extra_headers], app_iter
+        return _prepare_werkzeug(response, environ, extra_headers)
     status = response.status
     body = response.body
     content_type = response._content_type
@@ -351,6 +475,8 @@ def _prepare_any(
         header_list = [("Content-Type", content_type)] if content_type else []
     else:
         header_list = headers.to_wsgi_list()
+        for name, value in header_list:
+            check_header(name, value)  # SECURITY: see check_header
     header_list.extend(extra_headers)
     if status in _NO_BODY or status < 200:
         header_list = [
@@ -358,37 +484,97 @@ def _prepare_any(
             for name, value in header_list
             if name.lower() not in ("content-type", "content-length")
         ]
-        _close(body)
+        close_body(body)
         return line, header_list, []
+    if isinstance(body, str):  # assigned to .body after the response was made
+        body = body.encode()
     if isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
         if headers is None or "Content-Length" not in headers:
-            header_list.append(("Content-Length", str(len(body))))
-        return line, header_list, [] if environ["REQUEST_METHOD"] == "HEAD" else [bytes(body)]
+            header_list.append(("Content-Length", str(len(data))))
+        return line, header_list, [] if environ["REQUEST_METHOD"] == "HEAD" else [data]
     if environ["REQUEST_METHOD"] == "HEAD":
-        _close(body)
+        close_body(body)
         return line, header_list, []
     return line, header_list, _Stream(body)
 
 
-def _close(body: Any) -> None:
+def _prepare_werkzeug(
+    response: WerkzeugResponse,
+    environ: dict[str, Any],
+    extra_headers: tuple[tuple[str, str], ...],
+) -> Prepared:
+    if not isinstance(response, WerkzeugResponse):
+        raise TypeError(f"a {type(response).__qualname__} is not a response")
+    app_iter, line, wsgi_headers = response.get_wsgi_response(environ)
+    # SECURITY: werkzeug checks neither its status line nor its header values for what the
+    # server cannot send (CR/LF in a reason phrase, a value outside latin-1).
+    if line.__class__ is not str or _STATUS_LINE.fullmatch(line) is None:
+        raise ValueError(f"invalid status line {line!r}")
+    for name, value in wsgi_headers:
+        check_header(name, value)
+    return line, [*wsgi_headers, *extra_headers], _Stream(app_iter)
+
+
+def close_body(body: Any) -> None:
+    """Close ``body`` if it can be closed (a generator, a file, a WSGI iterable)."""
     close = getattr(body, "close", None)
     if close is not None:
         close()
 
 
-class _Stream:
-    """A streamed body: ``str`` chunks are encoded; the source is closed when WSGI closes us."""
+def close_unsent(sent: Response | WerkzeugResponse, *unsent: Any) -> None:
+    """Close the bodies of responses (or return values) a request made but will not send.
 
-    __slots__ = ("_source",)
+    A response given up for the last-resort 500 (a listener failed after rendering, its
+    headers were bad) or replaced by a listener would otherwise hold its generator, file or
+    cursor open until the garbage collector finds it. Whatever shares ``sent``'s body is left
+    alone; a failure to close is logged, since the request must still be answered.
+    """
+    kept = _body_of(sent)
+    for item in unsent:
+        body = _body_of(item)
+        if body is None or body is kept:
+            continue
+        try:
+            close_body(body)
+        except Exception:
+            logger.exception("closing a response body that is not sent failed")
+
+
+def _body_of(item: Any) -> Any:
+    """Return what of ``item`` (a response or a return value) would be streamed, or ``None``."""
+    if isinstance(item, Response):
+        body = item.body
+        return None if isinstance(body, (bytes, bytearray, memoryview)) else body
+    if isinstance(item, WerkzeugResponse):
+        return item  # its close() closes its iterable and runs its call_on_close functions
+    if isinstance(item, tuple):
+        return _body_of(item[0]) if item else None
+    if isinstance(item, Iterator) or hasattr(item, "__next__"):
+        return item
+    return None
+
+
+class _Stream:
+    """A streamed body: chunks checked as they come; the source is closed when WSGI closes us.
+
+    SECURITY: PEP 3333 servers expect ``bytes``: a ``str`` chunk is encoded as UTF-8, and
+    anything else (an ``int``, ``None``) stops the stream with a logged error, which makes the
+    server abort the connection, instead of being handed to the server as it is.
+    """
+
+    __slots__ = ("_source", "_chunks")
 
     def __init__(self, source: Iterable[bytes | str]) -> None:
+        self._chunks = iter(source)  # a body that cannot be iterated fails here, not midway
         self._source = source
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            for chunk in self._source:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode()
+            for chunk in self._chunks:
+                if chunk.__class__ is not bytes:
+                    chunk = _chunk_bytes(chunk)
                 if chunk:
                     yield chunk
         except Exception:
@@ -398,6 +584,17 @@ class _Stream:
             raise
 
     def close(self) -> None:
-        close = getattr(self._source, "close", None)
-        if close is not None:
-            close()
+        chunks = self._chunks
+        try:
+            if chunks is not self._source:  # an iterable whose __iter__ made a generator
+                close_body(chunks)
+        finally:
+            close_body(self._source)
+
+
+def _chunk_bytes(chunk: Any) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode()
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(f"a streamed body yielded a {type(chunk).__qualname__}, not bytes or str")
