@@ -11,6 +11,7 @@ not client errors: they are never turned into a 4xx.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -19,13 +20,19 @@ class HTTPError(Exception):
 
     Args:
         message: Overrides the class's default message.
-        headers: Extra response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``...).
+        headers: Extra response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``...),
+            a mapping or a list of pairs (a name given twice is sent twice).
     """
 
     status: int = 500
     message: str = "Internal Server Error"
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ):
         if message is not None:
             self.message = message
         self.headers = headers

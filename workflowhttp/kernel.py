@@ -15,6 +15,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.sansio.utils import host_is_trusted
+from werkzeug.wrappers import Response as WerkzeugResponse
 from werkzeug.wsgi import get_host
 
 from .errors import (
@@ -22,6 +23,8 @@ from .errors import (
     BadRequest,
     HTTPError,
     HTTPNotImplemented,
+    MethodNotAllowed,
+    NotFound,
     ParametersFailed,
     RequestHeaderFieldsTooLarge,
     WorkflowStalled,
@@ -29,7 +32,7 @@ from .errors import (
 from .events import HttpEvent
 from .middleware import run_incoming, run_outgoing
 from .request import check_query_string, content_length
-from .responses import JSONResponse, Response, render
+from .responses import JSONResponse, Response, copy_response, render
 from .workflow import (
     ACCESS_DENIED,
     AUTH,
@@ -150,15 +153,22 @@ def route_fallback(event: HttpEvent) -> None:
         event._next = METHOD_NOT_ALLOWED if event.allowed_methods else ROUTE_NOT_FOUND
 
 
+# PERF: the errors the kernel answers with when nobody raised one are made once; they are
+# only read (never raised, so they gather no traceback).
+_NOT_FOUND = NotFound()
+_ACCESS_DENIED = AccessDenied()
+_PARAMETERS_FAILED = ParametersFailed([])
+
+
 def send_not_found(event: HttpEvent) -> None:
     if event._next is None:
-        event.send(JSONResponse({"message": "Not Found"}, 404))
+        event.send(error_response(_NOT_FOUND, event))
 
 
 def send_method_not_allowed(event: HttpEvent) -> None:
     if event._next is None:
         allow = ", ".join(event.allowed_methods)
-        event.send(JSONResponse({"message": "Method Not Allowed"}, 405, {"Allow": allow}))
+        event.send(error_response(MethodNotAllowed(headers={"Allow": allow}), event))
 
 
 def schedule_resolve_parameters(event: HttpEvent) -> None:
@@ -194,16 +204,16 @@ def call_controller(event: HttpEvent) -> None:
 
 def send_access_denied(event: HttpEvent) -> None:
     if event._next is None:
-        error = event.error if isinstance(event.error, AccessDenied) else AccessDenied()
-        event.send(JSONResponse(error.to_body(), 403, error.headers))
+        error = event.error if isinstance(event.error, AccessDenied) else _ACCESS_DENIED
+        event.send(error_response(error, event))
 
 
 def send_parameters_failed(event: HttpEvent) -> None:
     if event._next is None:
         error = event.error
         if not isinstance(error, ParametersFailed):
-            error = ParametersFailed([])
-        event.send(JSONResponse(error.to_body(), 400))
+            error = _PARAMETERS_FAILED
+        event.send(error_response(error, event))
 
 
 def send_controller_error(event: HttpEvent) -> None:
@@ -213,23 +223,40 @@ def send_controller_error(event: HttpEvent) -> None:
 
 
 def render_result(event: HttpEvent) -> None:
-    """Render ``event.result`` into ``event.response`` unless a listener already set one."""
+    """Render ``event.result`` into ``event.response`` unless a listener already set one.
+
+    When the request runs outgoing middleware steps, which may change ``event.response``, a
+    response the controller made (perhaps one object shared by every request) is copied.
+    """
     if event.response is None:
-        event.response = render(event.result, event.status)
+        result = event.result
+        response = render(result, event.status)
+        if response is result and event._middlewares:
+            response = copy_response(response)
+        event.response = response
 
 
-def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool) -> Response:
-    """Return the JSON response for ``error``; an unexpected one is logged and answers 500.
+def error_response(
+    error: BaseException | None, event: HttpEvent, *, debug: bool = False
+) -> Response | WerkzeugResponse:
+    """Return the response for ``error``: every error the kernel answers is rendered here.
 
-    An ``HTTPError`` (ours or werkzeug's) keeps its status wherever it was raised. A workflow
-    fault (stall, loop) is logged by its own message; anything else with its traceback.
+    An ``HTTPError`` keeps its status and headers wherever it was raised. A werkzeug
+    ``HTTPException`` keeps its status and the headers of its ``get_headers()`` (``Allow``,
+    ``WWW-Authenticate``, ``Retry-After``...); one that carries a response
+    (``abort(response)``) or builds its own (``RequestRedirect``, with its ``Location``) is
+    answered with that response. Those are JSON ``{"message": ...}`` bodies like the
+    kernel's. Anything else is a 500, logged: a workflow fault (stall, loop) by its own
+    message, any other error with its traceback; ``debug`` adds both to the body.
     """
     if isinstance(error, HTTPError):
         return JSONResponse(error.to_body(), error.status, error.headers)
-    if isinstance(error, HTTPException):
-        status = error.code or 500
-        return JSONResponse({"message": error.description or error.name}, status)
-    where = f"{event.method} {event.environ.get('PATH_INFO')}"
+    if isinstance(error, HTTPException) and (error.code or error.response is not None):
+        return _werkzeug_error_response(error, event.environ)
+    environ = event.environ
+    # SECURITY: method and path come from the client; escaped, a decoded %0a cannot start a
+    # forged line in the log.
+    where = f"{loggable(event.method)} {loggable(environ.get('PATH_INFO', ''))}"
     if isinstance(error, (WorkflowStalled, WorkflowLoop)):  # no traceback worth showing
         logger.error("%s (%s)", error, where)
     else:
@@ -240,6 +267,38 @@ def error_response(error: BaseException | None, event: HttpEvent, *, debug: bool
         body["error"] = f"{type(error).__name__}: {error}"
         body["traceback"] = traceback.format_exception(error)
     return JSONResponse(body, 500)
+
+
+def _werkzeug_error_response(
+    error: HTTPException, environ: dict[str, Any]
+) -> Response | WerkzeugResponse:
+    carried: Any = error.response
+    if carried is not None:  # abort(response): that response is the answer
+        return carried  # type: ignore[no-any-return]
+    if type(error).get_response is not HTTPException.get_response:
+        # It builds its own answer (RequestRedirect: a redirect with its Location).
+        return error.get_response(environ)
+    headers = [
+        (name, value)
+        for name, value in error.get_headers(environ)
+        if name.lower() != "content-type"  # the body is JSON, not werkzeug's HTML page
+    ]
+    message = error.description or error.name
+    return JSONResponse({"message": message}, error.code or 500, headers)
+
+
+def loggable(text: object) -> str:
+    """Return request-derived ``text`` for a log line: as it is when printable, else escaped.
+
+    SECURITY: a decoded ``%0a`` (or CR, ESC, NEL, U+2028) in a path would start a forged
+    line in the log, or rewrite the terminal; escaped as ``repr()`` escapes it, it stays
+    visible and on one line. A backslash is escaped too, so an escaped newline and a
+    literal backslash-n never look alike.
+    """
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return repr(text)[1:-1]
 
 
 def run_global_middlewares(event: HttpEvent) -> None:
