@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.wsgi import ClosingIterator
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .di import Container
 from .errors import ConfigurationError
@@ -28,7 +28,7 @@ from .limits import Limits
 from .middleware import MiddlewareSet
 from .params import build_plan
 from .request import Request
-from .responses import Response, prepare, status_of
+from .responses import Response, close_body, close_unsent, prepare, status_of
 from .routing import Route, Router, controller_spec, join_paths, route_specs
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
@@ -132,16 +132,26 @@ class App:
         except Exception as ex:  # a bad status or header: nothing is sent yet
             response = self._last_resort(event, ex)
             status_line, headers, body = prepare(response, environ, extra_headers)
-        start_response(status_line, headers)
+        if response is not event.response:  # the walk's answer was given up: free its body
+            close_unsent(response, event.response, event.result)
+        if event.error is not None:  # logged by now: let the request's state go
+            _drop_tracebacks(event.error, trace)
         if stream is not None:
             body = stream.finish(event, status_of(response), body)
         if event._request is not None:
             # Uploaded files are spooled to temporary files: close them when the server
             # closes the body (after a streamed body has been sent, too).
-            return ClosingIterator(body, event._request.close)
+            body = _ClosingBody(body, event._request)
+        try:
+            start_response(status_line, headers)
+        except BaseException:
+            # SECURITY: the server refused the answer and will never close the body: close
+            # it here, with the request's temporary files, instead of leaking them.
+            close_body(body)
+            raise
         return body
 
-    def _last_resort(self, event: HttpEvent, error: Exception) -> Response:
+    def _last_resort(self, event: HttpEvent, error: Exception) -> Response | WerkzeugResponse:
         """Answer what the workflow could not: stalls, loops, errors in failure states.
 
         An ``HTTPError`` keeps its status even here; anything else is a logged 500.
@@ -324,6 +334,54 @@ class App:
         route = Route("/", ("*",), function)
         self._bind(route, function, None, claimed=True)
         return route
+
+
+class _ClosingBody:
+    """The body handed to the server: closing it closes the body, then the request's files.
+
+    Unlike werkzeug's ``ClosingIterator``, the files are closed even when closing the body
+    raises (a generator's ``finally`` that fails).
+    """
+
+    __slots__ = ("_body", "_request")
+
+    def __init__(self, body: Iterable[bytes], request: Request) -> None:
+        self._body = body
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close_body(self._body)
+        finally:
+            self._request.close()
+
+
+def _drop_tracebacks(error: BaseException, trace: list[Any] | None) -> None:
+    """Drop the tracebacks of a request's errors, once its response is prepared.
+
+    A traceback holds the frames of the walker and the listeners; they hold the event, which
+    holds the error (``event.error``, and the ``(listener, error)`` entries of the stream's
+    trace): a reference cycle that would keep the event, its environ, request and body alive
+    until the cyclic garbage collector runs. By now the error has been logged (and formatted,
+    in debug mode); the exceptions stay, with their type and message, for the stream.
+    """
+    pending: list[BaseException | None] = [error]
+    if trace:
+        pending.extend(entry[1] for entry in trace if entry.__class__ is tuple)
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.append(current.__cause__)
+        pending.append(current.__context__)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
 
 
 def _invoker(
