@@ -30,6 +30,10 @@ from .events import (
 __all__ = ["LogProcessor", "MetricsProcessor", "metrics_endpoint"]
 
 _encode = msgspec.json.Encoder().encode
+# SECURITY: msgspec escapes CR, LF and the other C0 controls of a request's path in the JSON
+# line; DEL, the C1 controls (NEL, U+0085, among them) and U+2028/U+2029 it leaves as they are,
+# and some readers of logs take those for line breaks: escaped, a line stays one line.
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)}
 
 
 class LogProcessor:
@@ -67,7 +71,10 @@ class LogProcessor:
                 **line,
             }
             if self.logger.isEnabledFor(self.level):
-                self.logger.log(self.level, _encode(record).decode())
+                text = _encode(record).decode()
+                if not text.isprintable():  # PERF: the usual line is printable as it is
+                    text = text.translate(_JSON_ESCAPES)
+                self.logger.log(self.level, text)
 
     def _line(self, request_id: str) -> dict[str, Any]:
         return self._pending.setdefault(request_id, {})
