@@ -29,7 +29,7 @@ from typing import Literal
 from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 from .apps import APP_KINDS, param_text, routes_app_paths, static_text
-from .endpoints import ENDPOINTS, HTML, build_environ, call, discrepancies
+from .endpoints import ENDPOINTS, TEXT, build_environ, call, discrepancies
 
 FRAMEWORKS = ("raw", "flask", "falcon", "workflowhttp")
 SUBJECT = "workflowhttp"
@@ -301,9 +301,9 @@ def _extra_groups(module: ModuleType, wanted: set[str], plan: Plan) -> list[Grou
             static_path, param_path = routes_app_paths(total)
             last = total // 2 - 1
             if name == "scaling_static":
-                path, expected = static_path, Expected(200, HTML, static_text(last))
+                path, expected = static_path, Expected(200, TEXT, static_text(last))
             else:
-                path, expected = param_path, Expected(200, HTML, param_text(last, 42))
+                path, expected = param_path, Expected(200, TEXT, param_text(last, 42))
             label = f"{total} routes"
             group.row_titles[label] = f"GET {path}, {total} routes"
             _checked(group, label, app, build_environ("GET", path), None, expected, plan)

@@ -142,9 +142,9 @@ def test_send_answers_from_every_non_terminal_state(app, client, state):
 @pytest.mark.parametrize(
     ("value", "status", "body", "content_type"),
     [
-        ("text", 200, b"text", "text/html; charset=utf-8"),
+        ("text", 200, b"text", "text/plain; charset=utf-8"),
         ({"a": 1}, 200, b'{"a":1}', "application/json"),
-        (("made", 201), 201, b"made", "text/html; charset=utf-8"),
+        (("made", 201), 201, b"made", "text/plain; charset=utf-8"),
         (HTMLResponse("<p>x</p>", status=202), 202, b"<p>x</p>", "text/html; charset=utf-8"),
         (JSONResponse([1], status=207), 207, b"[1]", "application/json"),
         (werkzeug.Response("wz", status=208, mimetype="text/plain"), 208, b"wz", "text/plain"),

@@ -48,10 +48,12 @@ class Pair(msgspec.Struct):
 # -- rendering return values ------------------------------------------------------------------
 
 
-def test_str_is_utf8_html():
+def test_str_is_utf8_text_never_html():
+    # Fails on the old code, which served a str as text/html: a reflected XSS waiting for
+    # `return f"Hello {name}"` with ?name=<script>...
     response = returning("<p>héllo</p>").get("/")
     assert response.status_code == 200
-    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.data == "<p>héllo</p>".encode()
     assert response.headers["Content-Length"] == str(len("<p>héllo</p>".encode()))
 
@@ -59,7 +61,7 @@ def test_str_is_utf8_html():
 def test_empty_str_is_an_empty_200():
     response = returning("").get("/")
     assert response.status_code == 200
-    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["Content-Length"] == "0"
     assert response.data == b""
 
@@ -121,7 +123,7 @@ def test_none_is_204_without_content_type():
 def test_body_and_status():
     response = returning(("created", 201)).get("/")
     assert response.status_code == 201
-    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.text == "created"
 
 
@@ -626,3 +628,13 @@ def test_generator_failing_midway_is_logged(caplog):
     with pytest.raises(RuntimeError, match="broken stream"):
         client.get("/")
     assert any("midway" in record.getMessage() for record in caplog.records)
+
+
+def test_a_str_echoing_input_is_not_markup():
+    @http.GET("/hello")
+    def hello(name: str = "world") -> str:
+        return f"Hello {name}"
+
+    response = TestClient(App(controllers=[hello])).get("/hello?name=<script>alert(1)</script>")
+    assert response.content_type == "text/plain; charset=utf-8"
+    assert response.text == "Hello <script>alert(1)</script>"  # shown, never run

@@ -5,4 +5,4 @@ def test_hello(client):
     response = client.get("/hello?name=you")
     assert response.status_code == 200
     assert response.text == "Hello you"
-    assert response.content_type == "text/html; charset=utf-8"
+    assert response.content_type == "text/plain; charset=utf-8"

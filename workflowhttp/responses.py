@@ -3,7 +3,7 @@
 Return values (or what ``event.send()`` was given) render as:
 
 =====================================  ================================================
-``str``                                ``text/html; charset=utf-8``
+``str``                                ``text/plain; charset=utf-8`` (HTML: ``HTMLResponse``)
 ``dict``, ``list``, dataclass, Struct  JSON (``msgspec``), ``application/json``
 ``bytes``                              ``application/octet-stream``
 ``None``                               204, no body
@@ -317,7 +317,8 @@ def _leaves_site(location: str) -> bool:
 
 
 def _render_str(result: str) -> Response:
-    return Response(result.encode(), 200, None, HTML)
+    # SECURITY: text, never markup: a string echoing user input cannot run as a script.
+    return Response(result.encode(), 200, None, TEXT)
 
 
 def _render_json(result: Any) -> Response:
@@ -401,7 +402,7 @@ def _render_other(result: Any) -> Response | WerkzeugResponse:
     ):
         return _render_json(result)
     if isinstance(result, Iterator) or hasattr(result, "__next__"):
-        return Response(result, 200, None, HTML)
+        return Response(result, 200, None, TEXT)
     raise TypeError(f"cannot render a {type(result).__qualname__} into a response")
 
 

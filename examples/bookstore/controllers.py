@@ -9,7 +9,15 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from workflowhttp import Conflict, HttpEvent, NotFound, ParametersFailed, Query, http
+from workflowhttp import (
+    Conflict,
+    HTMLResponse,
+    HttpEvent,
+    NotFound,
+    ParametersFailed,
+    Query,
+    http,
+)
 
 from .models import Author, AuthorWithBooks, Book, Id, NewAuthor, NewBook, Page, Year
 from .storage import AuthorHasBooks, AuthorStore, BookStore, UnknownAuthor
@@ -115,13 +123,16 @@ class AuthorController:
 
 
 @http.GET("/").name("home").description("the home page: the route table")
-def home(event: HttpEvent) -> str:
+def home(event: HttpEvent) -> HTMLResponse:
     rows = "\n".join(
         f"<li><code>{html.escape(', '.join(route.methods))} {html.escape(route.path)}</code>"
         f" {html.escape(route.description)}</li>"
         for route in event.app.routes
     )
-    return f"<!doctype html>\n<title>Bookstore</title>\n<h1>Bookstore</h1>\n<ul>\n{rows}\n</ul>\n"
+    # Every value is escaped above: a page is HTML only through HTMLResponse.
+    return HTMLResponse(
+        f"<!doctype html>\n<title>Bookstore</title>\n<h1>Bookstore</h1>\n<ul>\n{rows}\n</ul>\n"
+    )
 
 
 @http.GET("/health").name("health").description("liveness: the database answers")
