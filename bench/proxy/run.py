@@ -176,7 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _versions(nginx: str, wrk: str) -> dict[str, str]:
-    import urllib3
+    from importlib.metadata import version
 
     shown = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=30, check=False)
     words = (shown.stdout or shown.stderr).split()  # "wrk debian/4.1.0-3+b2 [epoll] ..."
@@ -184,7 +184,7 @@ def _versions(nginx: str, wrk: str) -> dict[str, str]:
         "python": platform.python_version(),
         "nginx": services.nginx_version(nginx),
         "wrk": words[1] if len(words) > 1 and words[0] == "wrk" else "?",
-        "urllib3": urllib3.__version__,
+        "urllib3": version("urllib3"),
     }
 
 
