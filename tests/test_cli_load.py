@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -170,18 +172,35 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m workflowhttp *args`` from ``project``, bounded in time."""
+    """``python -m workflowhttp *args`` from ``project``, in a process group of its own.
+
+    A command that starts a server instead of failing (the old code did, with a factory) has
+    its whole group stopped by its PID after 30 seconds, the reloader's child included.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     env.pop("DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "workflowhttp", *args],
+    command = [sys.executable, "-m", "workflowhttp", *args]
+    with subprocess.Popen(
+        command,
         cwd=project,
         env=env,
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate(timeout=10)
+            pytest.fail(f"{' '.join(args)} was still running after 30s:\n{stderr}")
+        finally:
+            with suppress(ProcessLookupError):  # whatever the group left behind
+                os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
