@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 
@@ -586,3 +587,23 @@ def test_a_listener_class_with_a_bad_method_signature_fails_when_the_app_is_buil
 
     with pytest.raises(ConfigurationError, match=r"Bad\.check.*exactly one argument"):
         App(controllers=[connection_route], listeners=[Bad])
+
+
+@http.GET("/with-event")
+def takes_the_event(event: HttpEvent, name: str = "x") -> dict:
+    return {"state": event.state, "name": name}
+
+
+def test_a_controller_taking_the_event_leaves_no_cycle():
+    # Fails on the old code: event.parameters held the event itself, so every such request
+    # lived until the cyclic garbage collector ran.
+    client = TestClient(App(controllers=[takes_the_event]))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            assert client.get("/with-event").json == {"state": "controller", "name": "x"}
+        alive = sum(isinstance(obj, HttpEvent) for obj in gc.get_objects())
+    finally:
+        gc.enable()
+    assert alive == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from .events import (
     marked_listeners,
     members_in_source_order,
 )
+from .extensions import is_extension
 from .kernel import check_request, error_response, kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
@@ -61,6 +63,10 @@ class App:
             priority and route filters); see :mod:`workflowhttp.middleware`.
         stream: An event stream (:class:`workflowhttp.stream.Stream`) that receives typed
             events of every request; see :mod:`workflowhttp.stream`.
+        extensions: Objects bringing controllers, listeners, providers and middlewares of
+            their own, with ``start(app)``/``stop(app)`` run once per worker (see
+            :mod:`workflowhttp.extensions`). An extension given in ``controllers`` (a
+            :class:`~workflowhttp.proxy.Proxy`, say) is added as one.
         debug: Show tracebacks in 500 responses. Never in production.
 
     Raises:
@@ -78,6 +84,7 @@ class App:
         proxy_hops: int | dict[str, int] = 0,
         middlewares: Iterable[Any] = (),
         stream: Stream | None = None,
+        extensions: Iterable[Any] = (),
         debug: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
@@ -89,20 +96,37 @@ class App:
         self.debug = debug
         self.limits = limits or Limits()
         self.request_class = Request.with_limits(self.limits)
+        controllers = list(controllers)
+        self.extensions: tuple[Any, ...] = (
+            *_unique(extensions),
+            *_unique(item for item in controllers if is_extension(item)),
+        )
+        controllers = [item for item in controllers if not is_extension(item)]
+        extended = [getattr(ext, "providers", ()) for ext in self.extensions]
         self.container = Container(
-            list(providers), special={HttpEvent: _the_event, Request: _the_request}
+            [*(item for items in extended for item in items), *providers],
+            special={HttpEvent: _the_event, Request: _the_request},
         )
         self.router = Router()
         self.router.adopt_callable = self._compile_callable
         if stream is not None and not isinstance(stream, Stream):
             raise ConfigurationError(f"stream must be a Stream, not {type(stream).__name__}")
         self.stream = stream
-        self.middlewares = MiddlewareSet(self.container, middlewares)
+        brought = [m for ext in self.extensions for m in getattr(ext, "middlewares", ())]
+        self.middlewares = MiddlewareSet(self.container, [*brought, *middlewares])
         self._sequence = itertools.count()
         self._registrations: list[Registration] = []  # the users'; the kernel's are added
+        self._extension_kernel = _extension_kernel(self.extensions)
         self._listeners: dict[str, tuple[Listener, ...]] = {}
+        self._lifecycle = _Lifecycle(self)
+        for extension in self.extensions:
+            for controller in getattr(extension, "controllers", ()):
+                self._add_controller(controller)
         for controller in controllers:
             self._add_controller(controller)
+        for extension in self.extensions:
+            for item in getattr(extension, "listeners", ()):
+                self._add_listener_object(item)
         for item in listeners:
             self._add_listener_object(item)
         self._compile()
@@ -113,6 +137,8 @@ class App:
         """Make the event → walk the states → write the response."""
         if self._forwarded is not None:
             self._forwarded(environ, _ignore_start_response)  # rewrites the environ in place
+        if not self._lifecycle.started:
+            self._lifecycle.start()  # under a server that never called app.start()
         event = HttpEvent(self, environ)
         stream = self.stream
         trace = None
@@ -136,6 +162,10 @@ class App:
             close_unsent(response, event.response, event.result)
         if event.error is not None:  # logged by now: let the request's state go
             _drop_tracebacks(event.error, trace)
+        if event.parameters:
+            # The controller has run: a parameter typed HttpEvent (or a service holding the
+            # event) would keep the event alive in a cycle until the cyclic GC runs.
+            event.parameters = {}
         if stream is not None:
             body = stream.finish(event, status_of(response), body)
         if event._request is not None:
@@ -160,6 +190,30 @@ class App:
             event.error = error
             event.error_state = event.state
         return error_response(error, event, debug=self.debug)
+
+    # -- the worker's lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run every extension's ``start(app)``, once (later calls do nothing).
+
+        ``workflowhttp serve`` calls it in each worker after the fork, ``with TestClient(app)``
+        on entering the block; otherwise the first request does.
+        """
+        self._lifecycle.start()
+
+    def stop(self) -> None:
+        """Run every started extension's ``stop(app)``, in reverse order, once."""
+        self._lifecycle.stop()
+
+    @property
+    def trusts_forwarded(self) -> bool:
+        """Whether the app trusts ``X-Forwarded-*`` headers (``proxy_hops`` is not 0)."""
+        return self._forwarded is not None
+
+    @property
+    def workflow_listeners(self) -> dict[str, tuple[Listener, ...]]:
+        """The compiled listener tables of every workflow's states (what :func:`walk` takes)."""
+        return self._listeners
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -220,7 +274,7 @@ class App:
         kernel = [
             Registration(state, priority, -1_000_000 + index, function)
             for index, (state, priority, function) in enumerate(
-                kernel_listeners(middleware=not self.middlewares.empty)
+                (*kernel_listeners(middleware=not self.middlewares.empty), *self._extension_kernel)
             )
         ]
         # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
@@ -334,6 +388,63 @@ class App:
         route = Route("/", ("*",), function)
         self._bind(route, function, None, claimed=True)
         return route
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    """Return ``items`` without repeats (by identity), in order."""
+    seen: dict[int, Any] = {}
+    for item in items:
+        seen.setdefault(id(item), item)
+    return list(seen.values())
+
+
+def _extension_kernel(extensions: tuple[Any, ...]) -> list[tuple[str, int, Any]]:
+    """The extensions' kernel listeners, each function once however many extensions bring it."""
+    found: dict[tuple[str, Any], tuple[str, int, Any]] = {}
+    for extension in extensions:
+        for state, priority, function in getattr(extension, "kernel", ()):
+            found.setdefault((state_name(state), function), (state, priority, function))
+    return list(found.values())
+
+
+class _Lifecycle:
+    """Runs the extensions' ``start``/``stop`` once each, thread-safely."""
+
+    __slots__ = ("app", "started", "_stopped", "_lock", "_running")
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.started = not any(hasattr(ext, "start") for ext in app.extensions)
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._running: list[Any] = []
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running or (self.started and not self.app.extensions):
+                self.started = True
+                return
+            for extension in self.app.extensions:
+                start = getattr(extension, "start", None)
+                if start is not None:
+                    start(self.app)  # a failure fails the start: the worker must not serve
+                self._running.append(extension)
+            self.started = True
+            self._stopped = False
+
+    def stop(self) -> None:
+        with self._lock:
+            running, self._running = self._running, []
+            for extension in reversed(running):
+                stop = getattr(extension, "stop", None)
+                if stop is None:
+                    continue
+                try:
+                    stop(self.app)
+                except Exception:
+                    logger.exception("extension %r failed to stop", extension)
+            self._stopped = True
+            self.started = not self.app.extensions
 
 
 class _ClosingBody:

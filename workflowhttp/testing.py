@@ -30,6 +30,19 @@ class TestClient(Client):
         self.app_under_test = app
         super().__init__(validator(app) if validate else app, **kwargs)
 
+    def __enter__(self) -> TestClient:
+        """Start the app's extensions (``app.start()``), as a worker does after the fork."""
+        start = getattr(self.app_under_test, "start", None)
+        if start is not None:
+            start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Stop the app's extensions (``app.stop()``), as a worker does at shutdown."""
+        stop = getattr(self.app_under_test, "stop", None)
+        if stop is not None:
+            stop()
+
     def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> TestResponse:
         return super().open(*args, buffered=buffered, **kwargs)
 

@@ -3,6 +3,7 @@ does not stop."""
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -61,6 +62,10 @@ def dev(
             warn(f"--debug shows tracebacks to every client that can reach {host}")
     if not child and log_options.access == "stream" and not has_log_processor(app):
         warn(f"{target} has no Stream with a LogProcessor: no access lines from it")
+
+    if child and isinstance(app, App):
+        app.start()  # the serving child; werkzeug gives no stop hook, the process just ends
+        atexit.register(app.stop)
 
     class RequestHandler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

@@ -57,6 +57,19 @@ def serve(target: str, options: dict[str, Any], log_options: LogOptions) -> None
             logger_class.server_access = configure_logging(app, log_options) == "server"
             return app
 
+    def start_app(worker: Any) -> None:
+        # After the fork, before the first request: extensions open pools and threads here.
+        start = getattr(worker.wsgi, "start", None)
+        if start is not None:
+            start()
+
+    def stop_app(server: Any, worker: Any) -> None:
+        stop = getattr(getattr(worker, "wsgi", None), "stop", None)
+        if stop is not None:
+            stop()
+
+    options.setdefault("post_worker_init", start_app)
+    options.setdefault("worker_exit", stop_app)
     Server().run()
 
 

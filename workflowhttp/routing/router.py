@@ -118,6 +118,7 @@ class Router:
         self._static: dict[str, dict[str, Route]] = {}
         self._root = _Node()
         self._names: dict[str, Route | None] = {}
+        self._shared: dict[str, list[Route]] = {}  # one endpoint's routes at several paths
         # SECURITY: a bounded cache, so a fresh callable per request (a lambda) cannot grow it
         # without end; each one costs a compile, the last ADOPTED_CALLABLES stay compiled.
         self._adopted = functools.lru_cache(maxsize=ADOPTED_CALLABLES)(self._compile_callable)
@@ -152,7 +153,11 @@ class Router:
                 names[route.name] = route
             else:
                 known = names[route.name] if route.name in names else self._names[route.name]
-                if known is None or known.path != route.path:
+                if known is not None and known.endpoint is route.endpoint:
+                    # One endpoint at several paths shares its name (Flask's endpoints):
+                    # url_for picks the path whose parameters it is given.
+                    self._shared.setdefault(route.name, [known]).append(route)
+                elif known is None or known.path != route.path:
                     if route.explicit_name or (known is not None and known.explicit_name):
                         where = known.path if known else "other paths"
                         raise ConfigurationError(
@@ -273,6 +278,11 @@ class Router:
         route = self._names[name]
         if route is None:
             raise LookupError(f"route name {name!r} is ambiguous: name the routes explicitly")
+        shared = self._shared.get(name)
+        if shared:  # the path with the most parameters that are all given
+            fitting = [r for r in shared if set(r.param_names) <= set(params)]
+            if fitting:
+                route = max(fitting, key=lambda r: len(r.param_names))
         return route.url(**params)
 
     def adopt(self, route: Route | Callable[..., Any]) -> Route:
