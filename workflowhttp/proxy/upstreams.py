@@ -1,0 +1,83 @@
+"""Upstream pools: round-robin over the healthy upstreams, passive health, a fallback pool."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+
+from urllib3.util import parse_url
+
+from ..errors import ConfigurationError
+
+__all__ = ["Pool", "Upstream"]
+
+
+class Upstream:
+    """One upstream server: its base URL and when it may be tried again after a failure."""
+
+    __slots__ = ("url", "base", "host", "down_until")
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str):
+            raise ConfigurationError(f"an upstream is a URL string, not {url!r}")
+        try:
+            parsed = parse_url(url)
+        except ValueError as ex:
+            raise ConfigurationError(f"upstream {url!r}: {ex}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError(f"upstream {url!r} must be an http:// or https:// URL")
+        if parsed.query or parsed.fragment:
+            raise ConfigurationError(f"upstream {url!r} cannot have a query or a fragment")
+        self.host = parsed.netloc or parsed.host
+        # The path below the proxy's base path is appended to the upstream's own path.
+        self.base = f"{parsed.scheme}://{self.host}{(parsed.path or '').rstrip('/')}"
+        self.url = url
+        self.down_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.url}>"
+
+
+class Pool:
+    """The upstreams of one proxy: the primary ones round-robin, then the fallback ones.
+
+    A failed upstream (connection refused, a timeout) is skipped for ``check_after`` seconds,
+    then tried again with live traffic (passive health checks, as nginx's ``max_fails`` /
+    ``fail_timeout``).
+    """
+
+    __slots__ = ("primary", "fallback", "check_after", "_turn")
+
+    def __init__(self, primary: Iterable[str], fallback: Iterable[str], check_after: float) -> None:
+        if isinstance(primary, str):
+            primary = [primary]
+        if isinstance(fallback, str):
+            fallback = [fallback]
+        self.primary = tuple(Upstream(url) for url in primary)
+        self.fallback = tuple(Upstream(url) for url in fallback)
+        if not self.primary:
+            raise ConfigurationError("a proxy needs at least one upstream")
+        self.check_after = check_after
+        self._turn = itertools.count()  # PERF: next() on a count is atomic under the GIL
+
+    def candidates(self) -> Iterator[Upstream]:
+        """Yield the upstreams to try, in order: healthy primaries from the next in turn,
+        then healthy fallbacks from the next in turn."""
+        now = time.monotonic()
+        turn = next(self._turn)
+        for upstreams in (self.primary, self.fallback):
+            count = len(upstreams)
+            for offset in range(count):
+                upstream = upstreams[(turn + offset) % count]
+                if upstream.down_until <= now:
+                    yield upstream
+
+    def mark_down(self, upstream: Upstream) -> None:
+        """Skip ``upstream`` for ``check_after`` seconds."""
+        upstream.down_until = time.monotonic() + self.check_after
+
+    @property
+    def upstreams(self) -> tuple[Upstream, ...]:
+        """Every upstream, primaries first."""
+        return self.primary + self.fallback
