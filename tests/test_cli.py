@@ -139,3 +139,17 @@ def test_graph_to_a_file(env: dict[str, str], tmp_path: Path) -> None:
     result = run("graph", "--output", str(output), env=env)
     assert (result.returncode, result.stdout) == (0, "")
     assert 'state "resolve_parameters" as resolve_parameters' in output.read_text("utf-8")
+
+
+def test_graph_draws_the_proxy_workflow() -> None:
+    import contextlib
+    import io
+
+    from workflowhttp.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["graph", "--workflow", "proxy"]) == 0
+    text = printed.getvalue()
+    assert "workflowhttp proxy workflow" in text
+    assert "filter_request --> forward: next" in text

@@ -145,6 +145,15 @@ def test_lifecycle_diagram_is_the_generated_one() -> None:
         assert f'state "{state}" as {state}' in mermaid[0].code
 
 
+def test_proxy_diagram_is_the_generated_one() -> None:
+    """The diagram in proxy.md is what ``workflowhttp graph --workflow proxy`` prints."""
+    mermaid = [b for b in fenced_blocks(DOCS / "proxy.md") if b.language == "mermaid"]
+    assert len(mermaid) == 1, "proxy.md needs exactly one ```mermaid block"
+    assert _lines(mermaid[0].code) == _lines(str(draw("mermaid", workflow="proxy"))), (
+        "regenerate it with: python -m workflowhttp graph --workflow proxy"
+    )
+
+
 def _lines(text: str) -> list[str]:
     """Compare diagrams line by line, ignoring trailing blanks (editors strip them)."""
     return [line.rstrip() for line in text.strip().splitlines()]

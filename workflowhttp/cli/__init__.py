@@ -47,19 +47,19 @@ def routes(target: str) -> str:
     )
 
 
-def graph(fmt: str, output: str | None) -> str | None:
-    """Return the workflow diagram as Mermaid text, or write an image with graphviz."""
+def graph(fmt: str, output: str | None, workflow: str = "http") -> str | None:
+    """Return a workflow's diagram as Mermaid text, or write an image with graphviz."""
     from ..workflow import draw
 
     if fmt == "mermaid":
-        text = str(draw("mermaid"))
+        text = str(draw("mermaid", workflow=workflow))
         if output:
             with open(output, "w", encoding="utf-8") as handle:
                 handle.write(text)
             return None
         return text
     try:
-        diagram = draw("graphviz")
+        diagram = draw("graphviz", workflow=workflow)
     except (ImportError, ModuleNotFoundError) as ex:
         raise SystemExit(f"an image needs graphviz (pip install graphviz): {ex}") from None
     diagram.draw(output or f"workflow.{fmt}", format=fmt, prog="dot")
@@ -183,6 +183,12 @@ def _parser() -> argparse.ArgumentParser:
         help="mermaid (text, default) or an image format such as png/svg",
     )
     graph_parser.add_argument("--output", "-o", default=None)
+    graph_parser.add_argument(
+        "--workflow",
+        choices=("http", "proxy"),
+        default="http",
+        help="the request's workflow (default) or the proxy's transaction",
+    )
     return parser
 
 
@@ -234,6 +240,6 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "routes":
         print(routes(args.app))
     elif args.command == "graph":
-        text = graph(args.format, args.output)
+        text = graph(args.format, args.output, args.workflow)
         if text is not None:
             print(text)
