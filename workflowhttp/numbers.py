@@ -18,7 +18,6 @@ __all__ = ["MAX_DIGITS", "parse_int"]
 MAX_DIGITS = 64
 
 
-
 def parse_int(text: str, *, signed: bool = True, max_digits: int = MAX_DIGITS) -> int:
     """Return the integer ``text`` spells: an optional sign (when ``signed``), then ASCII digits.
 
