@@ -6,6 +6,7 @@ kernel sits at 100, response rendering at -100 and the route fallback at 1000.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from workflowhttp import (
     App,
     HTMLResponse,
     HttpEvent,
+    JSONResponse,
+    Response,
     http,
     http_workflow,
     listener,
@@ -738,3 +741,52 @@ def test_a_listener_class_runs_equal_priorities_in_declaration_order(given):
     assert names == ["zulu", "alpha", "mike"]
     if given == "instance":
         assert instance.seen == ["zulu", "alpha", "mike"]
+
+
+# -- what a listener returns is never ignored ---------------------------------------------------
+
+
+def test_a_listener_returning_a_response_sends_it():
+    # Fails on the old code: the returned response was silently dropped (the 404 went out).
+    app = App(controllers=[greet])
+
+    @app.listen(http_workflow.on_route_not_found)
+    def friendly_404(event):
+        return JSONResponse({"message": "Nothing here", "path": event.path}, 404)
+
+    answer = TestClient(app).get("/nowhere")
+    assert (answer.status_code, answer.json) == (
+        404,
+        {"message": "Nothing here", "path": "/nowhere"},
+    )
+
+
+def test_a_response_listener_returning_a_response_replaces_it():
+    app = App(controllers=[greet])
+
+    @app.listen(http_workflow.on_response)
+    def replace(event):
+        return Response("replaced", status=202)
+
+    answer = TestClient(app).get("/hello")
+    assert (answer.status_code, answer.text) == (202, "replaced")
+
+
+@pytest.mark.parametrize(
+    "value", [{"a": 1}, "text", 0, False], ids=["dict", "str", "zero", "false"]
+)
+def test_a_listener_returning_anything_else_is_a_logged_500_naming_it(caplog, value):
+    app = App(controllers=[greet])
+
+    @app.listen(http_workflow.on_auth)
+    def oops(event):
+        return value
+
+    with caplog.at_level(logging.ERROR):
+        answer = TestClient(app).get("/hello")
+    assert answer.status_code == 500
+    assert (
+        "listener test_a_listener_returning_anything_else_is_a_logged_500_naming_it.<locals>.oops"
+        in caplog.text
+    )
+    assert f"returned a {type(value).__qualname__}" in caplog.text

@@ -6,7 +6,10 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from werkzeug.wrappers import Response as WerkzeugResponse
+
 from .errors import AccessDenied, ConfigurationError, IllegalTransition
+from .responses import Response
 from .workflow import (
     ACCESS_DENIED,
     ALL_STATES,
@@ -193,6 +196,25 @@ class HttpEvent:
         self.allowed_methods = ()
         self.next(AUTH)
 
+    def returned(self, listener: Any, value: Any) -> None:
+        """Handle what a listener returned: a response is sent, anything else is an error.
+
+        Flask's error handlers return their response, so that habit works: a returned
+        :class:`~workflowhttp.Response` (or werkzeug one) is sent as ``send()`` would (in
+        ``response``, it replaces ``event.response``). Any other value was meant for someone:
+        it is never silently dropped.
+
+        Raises:
+            ConfigurationError: ``value`` is not a response (a logged 500 naming the listener).
+        """
+        if isinstance(value, (Response, WerkzeugResponse)):
+            if self.state == RESPONSE:
+                self.response = value
+            else:
+                self.send(value)
+            return
+        raise ConfigurationError(returned_error(listener, value))
+
     def __repr__(self) -> str:
         method = self.environ.get("REQUEST_METHOD")
         return f"<HttpEvent {method} {self.environ.get('PATH_INFO')!r} in {self.state!r}>"
@@ -201,7 +223,7 @@ class HttpEvent:
 # -- listeners ---------------------------------------------------------------------------------
 
 Listener = Callable[[HttpEvent], Any]
-"""A listener: called with the event; its return value is ignored."""
+"""A listener: called with the event; it returns ``None``, or a response to send."""
 F = TypeVar("F", bound=Callable[..., Any])
 _LISTENS = "__workflowhttp_listens__"
 
@@ -294,6 +316,15 @@ def lazy_method(instance: Callable[[], Any], name: str, qualname: str) -> Listen
     call.__name__ = name
     call.__qualname__ = qualname
     return call
+
+
+def returned_error(listener: Any, value: Any) -> str:
+    """The message for a listener that returned something other than ``None`` or a response."""
+    name = getattr(listener, "__qualname__", None) or repr(listener)
+    return (
+        f"listener {name} returned a {type(value).__qualname__}: a listener answers with "
+        f"event.send(...) or by returning a Response, and otherwise returns None"
+    )
 
 
 def check_listener(function: Any) -> Listener:

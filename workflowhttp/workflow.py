@@ -311,6 +311,9 @@ class Walkable(Protocol):
     _next: str | None
     _stopped: bool
 
+    def returned(self, listener: Any, value: Any) -> None:
+        """Handle a value a listener returned (a listener's result is never ignored)."""
+
 
 def walk(
     event: Walkable,
@@ -340,10 +343,13 @@ def walk(
         event._next = None
         event._stopped = False
         if trace is not None:
-            trace += (state, perf_counter())
+            trace.append(state)  # PERF: two appends cost less than += of a pair
+            trace.append(perf_counter())
         try:
             for listener in listeners[state]:
-                listener(event)
+                value = listener(event)
+                if value is not None:  # never ignored: see the event's returned()
+                    event.returned(listener, value)
                 if event._stopped:
                     break
         except Exception as ex:

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Headers
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ..errors import BadGateway, IllegalTransition
+from ..errors import BadGateway, ConfigurationError, IllegalTransition
+from ..events import returned_error
 from ..responses import Response, render
 from ..stream.events import StreamEvent
 from ..workflow import (
@@ -273,6 +275,17 @@ class ProxyEvent:
     def stop_propagation(self) -> None:
         """Skip the remaining listeners of the current state; a scheduled move still happens."""
         self._stopped = True
+
+    def returned(self, listener: Any, value: Any) -> None:
+        """A returned response is sent as :meth:`send` would; anything else is an error.
+
+        Raises:
+            ConfigurationError: ``value`` is not a response.
+        """
+        if isinstance(value, (Response, WerkzeugResponse)):
+            self.send(value)
+            return
+        raise ConfigurationError(returned_error(listener, value))
 
     def discard_upstream(self) -> None:
         """Release the upstream's connection without reading the rest of its body (nothing
