@@ -343,6 +343,16 @@ def test_a_reset_midway_cuts_the_clients_body(caplog):
         answer.close()
 
 
+def test_a_small_body_cut_short_is_still_a_clean_502():
+    # A small body of known length is read whole before anything is sent: its failure can
+    # still be answered properly.
+    with faulty("short-midway") as bad:
+        _, client = proxy_client(bad.url)
+        answer = client.get("/api/echo")
+    assert answer.status_code == 502
+    assert answer.json == {"message": "Upstream closed the connection midway"}
+
+
 def test_a_slow_upstream_is_a_504_at_the_timeout():
     with faulty("hang") as bad:
         _, client = proxy_client(bad.url, timeout=0.3)

@@ -242,6 +242,16 @@ class Faulty:
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                 )
                 connection.close()
+            elif self.mode == "short-midway":  # a small body cut short, then RST
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain"
+                    b"\r\n\r\n" + b"x" * 10
+                )
+                time.sleep(0.1)
+                connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                connection.close()
             elif self.mode == "hang":  # never answers; closed when the server stops
                 self._stop.wait(10)
         except OSError:
@@ -257,7 +267,8 @@ class Faulty:
 
 @contextmanager
 def faulty(mode: str) -> Iterator[Faulty]:
-    """A raw upstream on 127.0.0.1: ``garbage``, ``reset``, ``reset-midway`` or ``hang``."""
+    """A raw upstream on 127.0.0.1: ``garbage``, ``reset``, ``reset-midway`` (a large body cut
+    short), ``short-midway`` (a small one) or ``hang``."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

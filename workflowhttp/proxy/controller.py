@@ -122,7 +122,9 @@ class Proxy(Extension):
     def _route(self) -> Any:
         proxy = self
 
-        def forward_request(event: HttpEvent) -> Response:
+        def forward_request(event: HttpEvent, **path: Any) -> Response:
+            # The path below the base goes upstream as the client sent it (percent-encoded),
+            # not the decoded {path} parameter: **path takes that placeholder.
             return proxy.handle(event)
 
         forward_request.__qualname__ = f"Proxy({self.base_path!r}).forward_request"
@@ -253,10 +255,11 @@ def _relay(event: ProxyEvent) -> Response:
     if not isinstance(response, UpstreamResponse):
         _ended(event, _length(response), response)
         return response
-    buffered, source = response.relay()
+    buffered, source, replaced = response.relay()
     headers = response.headers
     if buffered is not None:
-        headers.pop("Content-Length", None)  # the writer counts what a listener left
+        if replaced:
+            headers.pop("Content-Length", None)  # the writer counts what a listener left
         _ended(event, len(buffered), response)
         relayed = Response(buffered, response.status, None, None)
     else:

@@ -139,7 +139,7 @@ class UpstreamResponse(Response):
     the body. Left alone, the body goes to the client chunk by chunk as the upstream sends it.
     """
 
-    __slots__ = ("_source", "_max_buffer", "_buffered")
+    __slots__ = ("_source", "_max_buffer", "_buffered", "_replaced")
 
     def __init__(
         self, status: int, headers: Headers, source: Iterator[bytes], max_buffer: int
@@ -150,6 +150,7 @@ class UpstreamResponse(Response):
         self._source: Iterator[bytes] | None = source
         self._max_buffer = max_buffer
         self._buffered = False
+        self._replaced = False  # a listener assigned the body: its length is counted anew
 
     @property
     def body(self) -> bytes:
@@ -172,12 +173,20 @@ class UpstreamResponse(Response):
     def body(self, value: Any) -> None:
         _BODY.__set__(self, value.encode() if isinstance(value, str) else bytes(value))
         self._buffered = True
+        self._replaced = True
 
-    def relay(self) -> tuple[bytes | None, Iterator[bytes] | None]:
-        """Return ``(buffered body, None)`` once buffered, else ``(None, the chunk stream)``."""
+    def preload(self, body: bytes) -> None:
+        """Hold the upstream's whole (small) body, read already."""
+        _BODY.__set__(self, body)
+        self._source = None
+        self._buffered = True
+
+    def relay(self) -> tuple[bytes | None, Iterator[bytes] | None, bool]:
+        """Return ``(buffered body, None, replaced)`` once buffered, else ``(None, the chunk
+        stream, False)``."""
         if self._buffered:
-            return bytes(_BODY.__get__(self)), None
-        return None, self._source
+            return bytes(_BODY.__get__(self)), None, self._replaced
+        return None, self._source, False
 
 
 class ProxyEvent:

@@ -41,6 +41,8 @@ __all__ = ["KERNEL", "forward"]
 logger = logging.getLogger("workflowhttp.proxy")
 
 _CHUNK = 64 * 1024
+#: Bodies of a known length up to this are read whole before the response filters run.
+SMALL_BODY = 64 * 1024
 #: Methods that may be sent twice (RFC 9110 §9.2.2): retried once on the next upstream when
 #: their connection failed before anything was sent.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
@@ -125,10 +127,33 @@ def forward(event: ProxyEvent) -> None:
             break
         else:
             event.upstream_seconds = time.perf_counter() - started
-            event._raw = raw
-            event.response = UpstreamResponse(
+            response = UpstreamResponse(
                 raw.status, response_headers(raw.headers), _chunks(raw), proxy.max_buffer
             )
+            length = raw.length_remaining
+            if length is not None and length <= min(SMALL_BODY, proxy.max_buffer):
+                # PERF: a small body of known length is read at once (nginx's proxy buffer):
+                # one write to the client, the connection back in the pool before the
+                # listeners run, and a failure midway still answerable with a clean 502.
+                try:
+                    response.preload(raw.read(decode_content=False))
+                except ReadTimeoutError as ex:
+                    raw.close()
+                    raw.release_conn()
+                    proxy.pool.mark_down(upstream)
+                    error = GatewayTimeout("Upstream did not answer in time")
+                    _log_failure(upstream, ex)
+                    break
+                except (ProtocolError, OSError) as ex:
+                    raw.close()
+                    raw.release_conn()
+                    error = BadGateway("Upstream closed the connection midway")
+                    _log_failure(upstream, ex)
+                    break
+                raw.release_conn()
+            else:
+                event._raw = raw
+            event.response = response
             event._next = FILTER_RESPONSE
             return
         if not retry_allowed or (tracked is not None and tracked.started):
