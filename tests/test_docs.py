@@ -31,6 +31,8 @@ PAGES = (
     "middleware.md",
     "events.md",
     "performance.md",
+    "proxy.md",
+    "testing.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 
