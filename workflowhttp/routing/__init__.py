@@ -32,13 +32,17 @@ segment), nor contain a backslash (a separator on Windows) or a NUL byte; such a
 nothing (404), so a path parameter cannot climb out of a directory it is joined to, nor
 truncate a file name.
 
+Mounting: ``http.mount("/v1", [UserController, hello], name="v1")`` (a :class:`Mount`) puts
+controllers under a prefix; the app compiles it into ordinary routes (prefixed paths, groups
+and names), so matching is the same.
+
 The package: :mod:`.paths` (templates and the trailing-slash policy), :mod:`.declarations`
-(the decorators) and :mod:`.router` (the compiled router).
+(the decorators and mounts) and :mod:`.router` (the compiled router).
 """
 
 from __future__ import annotations
 
-from .declarations import ControllerSpec, RouteSpec, controller_spec, http, route_specs
+from .declarations import ControllerSpec, Mount, RouteSpec, controller_spec, http, route_specs
 from .paths import ANY, METHODS, join_paths, normalize_path
 from .router import Route, Router
 
@@ -46,6 +50,7 @@ __all__ = [
     "ANY",
     "METHODS",
     "ControllerSpec",
+    "Mount",
     "Route",
     "RouteSpec",
     "Router",

@@ -1,8 +1,9 @@
-"""Route declarations: ``http.GET(...)`` and friends, ``@http.controller(...)``.
+"""Route declarations: ``http.GET(...)`` and friends, ``@http.controller(...)``,
+``http.mount(...)``.
 
 Decorators only *describe* routes: they attach a :class:`RouteSpec` to the function (or a
 :class:`ControllerSpec` to the class) and return it unchanged. Nothing is registered globally,
-so several apps can share controllers.
+so several apps can share controllers, and one controller can be mounted twice.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from ..errors import ConfigurationError
 from .paths import ANY
 
-__all__ = ["ControllerSpec", "RouteSpec", "controller_spec", "http", "route_specs"]
+__all__ = ["ControllerSpec", "Mount", "RouteSpec", "controller_spec", "http", "route_specs"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T", bound=type)
@@ -145,8 +146,69 @@ class ControllerSpec:
         return cls
 
 
+class Mount:
+    """A group of controllers under a path prefix: what ``http.mount(...)`` returns.
+
+    Given in ``App(controllers=[...])`` (or in another mount), it adds its controllers' routes
+    as if declared under ``prefix``: each route's path is the prefix, then its controller's
+    base path, then its own; the mount's groups come before the controller's and the route's
+    (duplicates dropped); with a ``name``, every route name is prefixed ``name.``; the mount's
+    middlewares run for its routes like a controller's, before the controller's own. Nested
+    mounts add up, the outer one first. The mount only describes: the same controllers can be
+    mounted under several prefixes, each mount adding its own routes.
+
+    Args:
+        prefix: The path prefix (``"/v1"``); it may hold ``{name}`` parameters, whose values
+            controllers take like any path parameter.
+        controllers: Controller classes, route functions and mounts.
+        name: Prefix of the route names (``"v1"`` → ``url_for("v1.users.show", id=1)``).
+        groups: Groups of every route of the mount.
+        middlewares: Middlewares (classes, instances or ``Middleware(...)``) of every route of
+            the mount.
+
+    Raises:
+        ConfigurationError: an argument of the wrong kind, or no controllers.
+    """
+
+    __slots__ = ("prefix", "controllers", "name", "groups", "middlewares")
+
+    def __init__(
+        self,
+        prefix: str,
+        controllers: Iterable[Any],
+        *,
+        name: str | None = None,
+        groups: Iterable[str] = (),
+        middlewares: Iterable[Any] = (),
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"mount prefix must be a str, got {prefix!r}")
+        if isinstance(controllers, (str, bytes)) or not isinstance(controllers, Iterable):
+            raise ConfigurationError(
+                f"mount {prefix!r}: controllers must be a list of controllers, got {controllers!r}"
+            )
+        if name is not None and (not isinstance(name, str) or not name.strip(".")):
+            raise ConfigurationError(f"mount {prefix!r}: name must be a non-empty str or None")
+        if isinstance(groups, str):
+            raise ConfigurationError(
+                f"mount {prefix!r}: groups is a list of group names, not one string"
+            )
+        self.prefix = prefix
+        self.controllers = tuple(controllers)
+        if not self.controllers:
+            raise ConfigurationError(f"mount {prefix!r} has no controllers")
+        self.name = name.strip(".") if name is not None else None
+        self.groups = _merge(groups, ())
+        self.middlewares = tuple(middlewares)
+
+    def __repr__(self) -> str:
+        named = f", name={self.name!r}" if self.name else ""
+        return f"<Mount {self.prefix!r}{named}: {len(self.controllers)} controllers>"
+
+
 class _Http:
-    """The route decorators: ``http.GET(path)``, ... and ``http.controller(base)``."""
+    """The route decorators: ``http.GET(path)``, ..., ``http.controller(base)`` and
+    ``http.mount(prefix, controllers)``."""
 
     def GET(self, path: str = "/") -> RouteSpec:  # noqa: N802
         return RouteSpec(path, ("GET",))
@@ -181,6 +243,19 @@ class _Http:
         if isinstance(base, type):
             return ControllerSpec("")(base)
         return ControllerSpec(base)
+
+    def mount(
+        self,
+        prefix: str,
+        controllers: Iterable[Any],
+        *,
+        name: str | None = None,
+        groups: Iterable[str] = (),
+        middlewares: Iterable[Any] = (),
+    ) -> Mount:
+        """Group ``controllers`` under ``prefix``, for ``App(controllers=[...])``; see
+        :class:`Mount`."""
+        return Mount(prefix, controllers, name=name, groups=groups, middlewares=middlewares)
 
 
 http = _Http()

@@ -25,6 +25,7 @@ class Route:
         data: Values attached with ``.data(key, value)``.
         endpoint: The controller function (for a class controller, the function on the class).
         controller: The controller class, or ``None`` for a plain function.
+        mounted: The prefix of the mount (``http.mount``) the route is in, ``""`` for none.
     """
 
     __slots__ = (
@@ -37,6 +38,7 @@ class Route:
         "description",
         "endpoint",
         "controller",
+        "mounted",
         "param_names",
         "plan",
         "invoke",
@@ -59,6 +61,7 @@ class Route:
         self.methods = methods
         self.endpoint = endpoint
         self.controller = controller
+        self.mounted = ""
         self.explicit_name = name is not None
         self.name = name or (
             f"{controller.__name__}.{endpoint.__name__}" if controller else endpoint.__name__
@@ -91,6 +94,13 @@ class Route:
 
     def __repr__(self) -> str:
         return f"<Route {'|'.join(self.methods)} {self.path} {self.name}>"
+
+
+def _described(route: Route) -> str:
+    """Name ``route`` for an error message, with the mount it is in."""
+    if route.mounted:
+        return f"{route.name} (mounted at {route.mounted})"
+    return route.name
 
 
 def _unbound(event: Any) -> Any:
@@ -141,12 +151,14 @@ class Router:
                 other = taken.get(method)
                 if other is not None:
                     raise ConfigurationError(
-                        f"duplicate route {method} {route.path}: {other.name} and {route.name}"
+                        f"duplicate route {method} {route.path}: {_described(other)} and "
+                        f"{_described(route)}"
                     )
                 taken[method] = route
             if ANY in taken and len(taken) > 1:
                 raise ConfigurationError(
-                    f"duplicate route {route.path}: ANY overlaps other methods ({route.name})"
+                    f"duplicate route {route.path}: ANY overlaps other methods "
+                    f"({_described(route)})"
                 )
             pending[id(node)] = taken
             if route.name not in names and route.name not in self._names:
@@ -272,9 +284,14 @@ class Router:
         return route, dict(zip(route.param_names, captures, strict=True))
 
     def url_for(self, name: str, /, **params: Any) -> str:
-        """Build the path of the route named ``name``."""
+        """Build the path of the route named ``name`` (a mounted route's name carries its
+        mounts' names: ``"v1.users.show"``)."""
         if name not in self._names:
-            raise LookupError(f"no route named {name!r}")
+            mounted = sorted(known for known in self._names if known.endswith(f".{name}"))
+            hint = (
+                f"; mounted: {', '.join(repr(known) for known in mounted[:5])}" if mounted else ""
+            )
+            raise LookupError(f"no route named {name!r}{hint}")
         route = self._names[name]
         if route is None:
             raise LookupError(f"route name {name!r} is ambiguous: name the routes explicitly")
