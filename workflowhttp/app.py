@@ -7,12 +7,12 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .di import Container
+from .di import TEARDOWNS, Container, Teardown, run_teardowns
 from .errors import ConfigurationError
 from .events import (
     HttpEvent,
@@ -31,7 +31,7 @@ from .middleware import MiddlewareSet
 from .params import build_plan
 from .request import Request
 from .responses import Response, close_body, close_unsent, prepare, status_of
-from .routing import Route, Router, controller_spec, join_paths, route_specs
+from .routing import Mount, Route, Router, controller_spec, join_paths, route_specs
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
 
@@ -46,7 +46,8 @@ class App:
     """A workflowhttp application: the WSGI callable.
 
     Args:
-        controllers: Controller classes and route functions (decorated with ``http.*``).
+        controllers: Controller classes and route functions (decorated with ``http.*``), and
+            mounts of them under a prefix (``http.mount("/v1", [...])``).
         listeners: Listener classes (built once, on first use in the worker, constructor
             injected) or objects with ``@listener`` methods, or functions marked with
             ``@listener``. Equal priorities run in the order the methods are declared.
@@ -168,15 +169,19 @@ class App:
             event.parameters = {}
         if stream is not None:
             body = stream.finish(event, status_of(response), body)
-        if event._request is not None:
-            # Uploaded files are spooled to temporary files: close them when the server
-            # closes the body (after a streamed body has been sent, too).
-            body = _ClosingBody(body, event._request)
+        scoped = event._scoped
+        teardowns = scoped.get(TEARDOWNS) if scoped is not None else None
+        if event._request is not None or teardowns:
+            # Uploaded files are spooled to temporary files, generator services wait for
+            # their teardown: both when the server closes the body (after a streamed body
+            # has been sent, too).
+            body = _ClosingBody(body, event._request, teardowns, event.error)
         try:
             start_response(status_line, headers)
         except BaseException:
             # SECURITY: the server refused the answer and will never close the body: close
-            # it here, with the request's temporary files, instead of leaking them.
+            # it here, with the request's temporary files and generator services, instead of
+            # leaking them.
             close_body(body)
             raise
         return body
@@ -202,7 +207,9 @@ class App:
         self._lifecycle.start()
 
     def stop(self) -> None:
-        """Run every started extension's ``stop(app)``, in reverse order, once."""
+        """Tear down the generator singletons, then run every started extension's
+        ``stop(app)``, in reverse order, once."""
+        self.container.close()
         self._lifecycle.stop()
 
     @property
@@ -242,7 +249,7 @@ class App:
         return function
 
     def add_controller(self, controller: Any) -> None:
-        """Add a controller class or route function after the app is built."""
+        """Add a controller class, route function or mount after the app is built."""
         self._add_controller(controller)
 
     def add_listener(self, listener: Any) -> None:
@@ -297,39 +304,59 @@ class App:
         )
 
     def _add_controller(self, controller: Any) -> None:
-        if isinstance(controller, type):
-            routes = self._class_routes(controller)
-        else:
-            routes = self._function_routes(controller)
-        if not routes:
-            raise ConfigurationError(f"controller {controller!r} declares no routes")
+        """Add a controller class, a route function or a mount: all its routes, or none."""
+        routes = self._controller_routes(controller, _TOP)
         self.router.add(*routes)
         if any(route.middlewares for route in routes):
             self._compile()  # the first route middlewares bring the middleware runners in
 
-    def _function_routes(self, function: Any) -> list[Route]:
+    def _controller_routes(self, controller: Any, scope: _Scope) -> list[Route]:
+        """Compile the routes of ``controller`` placed in ``scope`` (the mounts around it)."""
+        if isinstance(controller, Mount):
+            inner = scope.within(controller)
+            routes = []
+            for item in controller.controllers:
+                if is_extension(item):
+                    raise ConfigurationError(
+                        f"mount {controller.prefix!r}: {item!r} is an extension; give it to "
+                        f"App(controllers=[...]) or App(extensions=[...]) itself"
+                    )
+                routes.extend(self._controller_routes(item, inner))
+            return routes
+        if isinstance(controller, type):
+            routes = self._class_routes(controller, scope)
+        else:
+            routes = self._function_routes(controller, scope)
+        if not routes:
+            raise ConfigurationError(f"controller {controller!r} declares no routes")
+        return routes
+
+    def _function_routes(self, function: Any, scope: _Scope) -> list[Route]:
         specs = route_specs(function)
         routes = []
         for spec in specs:
             route = Route(
-                spec.path,
+                join_paths(scope.prefix, spec.path),
                 spec.methods,
                 function,
                 name=spec.route_name,
-                groups=spec.groups,
+                groups=_merge_groups(scope.groups, spec.groups),
                 data=spec.route_data,
                 description=spec.route_description,
             )
+            scope.place(route)
             self._bind(route, function, None)
-            route.middlewares = self.middlewares.for_route(route, (), spec.middlewares)
+            route.middlewares = self.middlewares.for_route(
+                route, scope.middlewares, spec.middlewares
+            )
             routes.append(route)
         return routes
 
-    def _class_routes(self, cls: type) -> list[Route]:
+    def _class_routes(self, cls: type, scope: _Scope) -> list[Route]:
         spec = controller_spec(cls)
-        base = spec.base if spec else ""
-        class_groups = spec.groups if spec else ()
-        class_middlewares = spec.middlewares if spec else ()
+        base = join_paths(scope.prefix, spec.base if spec else "")
+        class_groups = _merge_groups(scope.groups, spec.groups if spec else ())
+        class_middlewares = (*scope.middlewares, *(spec.middlewares if spec else ()))
         factory = None
         routes = []
         for name, member in members_in_source_order(cls):
@@ -348,11 +375,12 @@ class App:
                     route_spec.methods,
                     member,
                     name=route_spec.route_name,
-                    groups=tuple(dict.fromkeys((*class_groups, *route_spec.groups))),
+                    groups=_merge_groups(class_groups, route_spec.groups),
                     data=route_spec.route_data,
                     description=route_spec.route_description,
                     controller=cls,
                 )
+                scope.place(route)
                 self._bind(route, member, None if is_static else factory)
                 route.middlewares = self.middlewares.for_route(
                     route, class_middlewares, route_spec.middlewares
@@ -388,6 +416,43 @@ class App:
         route = Route("/", ("*",), function)
         self._bind(route, function, None, claimed=True)
         return route
+
+
+class _Scope(NamedTuple):
+    """Where the mounts around a controller put its routes (their prefixes, names, groups,
+    middlewares, the outer mount's first)."""
+
+    prefix: str
+    name: str  # "v1." (or "api.v1." when nested), "" outside named mounts
+    groups: tuple[str, ...]
+    middlewares: tuple[Any, ...]
+
+    def within(self, mount: Mount) -> _Scope:
+        """The scope of ``mount``'s controllers, ``mount`` being in this one."""
+        return _Scope(
+            join_paths(self.prefix, mount.prefix) if self.prefix else mount.prefix,
+            f"{self.name}{mount.name}." if mount.name else self.name,
+            _merge_groups(self.groups, mount.groups),
+            (*self.middlewares, *mount.middlewares),
+        )
+
+    def place(self, route: Route) -> None:
+        """Give ``route`` the mounts' name prefix, and say where it is mounted."""
+        if self.name:
+            route.name = self.name + route.name
+        if self.prefix:
+            route.mounted = join_paths("", self.prefix)
+
+
+_TOP = _Scope("", "", (), ())
+"""The scope of a controller given to the app itself: no mount."""
+
+
+def _merge_groups(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    """Concatenate groups, first ones first, dropping duplicates."""
+    if not first:
+        return second
+    return tuple(dict.fromkeys((*first, *second)))
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:
@@ -448,17 +513,27 @@ class _Lifecycle:
 
 
 class _ClosingBody:
-    """The body handed to the server: closing it closes the body, then the request's files.
+    """The body handed to the server: closing it closes the body, then runs the teardowns of
+    the request's generator services (newest first, ``error`` thrown in when the request
+    failed), then closes the request's files.
 
-    Unlike werkzeug's ``ClosingIterator``, the files are closed even when closing the body
+    Unlike werkzeug's ``ClosingIterator``, the rest still happens when closing the body
     raises (a generator's ``finally`` that fails).
     """
 
-    __slots__ = ("_body", "_request")
+    __slots__ = ("_body", "_request", "_teardowns", "_error")
 
-    def __init__(self, body: Iterable[bytes], request: Request) -> None:
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        request: Request | None,
+        teardowns: list[Teardown] | None,
+        error: BaseException | None,
+    ) -> None:
         self._body = body
         self._request = request
+        self._teardowns = teardowns
+        self._error = error
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -467,7 +542,12 @@ class _ClosingBody:
         try:
             close_body(self._body)
         finally:
-            self._request.close()
+            try:
+                if self._teardowns:
+                    run_teardowns(self._teardowns, self._error)
+            finally:
+                if self._request is not None:
+                    self._request.close()
 
 
 def _drop_tracebacks(error: BaseException, trace: list[Any] | None) -> None:

@@ -12,19 +12,40 @@ after the fork) unless registered with ``scope="request"``: then one instance pe
 cached on the event. A request-scoped factory may take the ``HttpEvent`` or the ``Request``.
 Every dependency is checked when the app is built: a type nobody provides, a cycle, or a
 singleton depending on a request-scoped service is a ``ConfigurationError``.
+
+A **generator factory** (``def session() -> Iterator[Session]: s = open(); yield s;
+s.close()``) provides what it yields, and the code after its ``yield`` is its teardown, as
+with pytest fixtures and FastAPI dependencies:
+
+* request-scoped: torn down once the server has closed the response's body (after a streamed
+  body has been sent, after an error too), newest first. When the request failed (the error
+  that made its 4xx/5xx, ``event.error``), that error is thrown in at the ``yield``, so
+  ``try: yield s except Exception: s.rollback()`` rolls back; re-raising it is fine. Any other
+  exception of a teardown is logged, never answered: the response is out already.
+* singleton: set up once per worker on first use, torn down by ``app.stop()`` (gunicorn's
+  ``worker_exit``, the end of ``with TestClient(app):``), newest first. The singletons are then
+  built afresh on their next use (an app that serves again after ``stop()``), so none keeps a
+  closed resource; listener and middleware classes are built once per app, and keep theirs.
+
+The request side costs nothing to a request that creates no generator service: the teardowns
+are recorded in the event's request-scope cache only when one is created.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import logging
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["Container", "Provider"]
+__all__ = ["TEARDOWNS", "Container", "Provider", "run_teardowns"]
+
+logger = logging.getLogger("workflowhttp")
 
 SINGLETON = "singleton"
 REQUEST = "request"
@@ -32,6 +53,15 @@ _UNSET: Any = object()
 
 Accessor = Callable[[Any], Any]
 """Return a dependency's value for one request's event (``None`` outside a request)."""
+
+Teardown = tuple[str, Generator[Any, Any, Any]]
+"""A generator service waiting for its teardown: the provided type's name, the generator."""
+
+TEARDOWNS: Any = object()
+"""The key, in an event's request-scope cache (``event._scoped``), of the request's
+:data:`Teardown` list, in the order the services were created; absent when there is none."""
+
+_ITERATORS = (collections.abc.Iterator, collections.abc.Generator, collections.abc.Iterable)
 
 
 class Provider:
@@ -66,6 +96,21 @@ class Provider:
             return cls(item)
         if _is_factory(item):
             returns = _hints(item).get("return")
+            yielded = _yielded(returns)
+            if inspect.isgeneratorfunction(item):
+                if yielded is not None:
+                    returns = yielded  # Iterator[Session] provides Session
+                if not isinstance(returns, type):
+                    raise ConfigurationError(
+                        f"generator factory {item.__qualname__} needs Iterator[T] (or "
+                        f"Generator[T, None, None]) as return annotation, T a class"
+                    )
+            elif yielded is not None:
+                raise ConfigurationError(
+                    f"factory {item.__qualname__} is annotated to return an iterator but is "
+                    f"not a generator function: give the generator function itself (not a "
+                    f"@contextmanager), or annotate the class it returns"
+                )
             if not isinstance(returns, type):
                 raise ConfigurationError(
                     f"factory {item.__qualname__} needs a class as return annotation"
@@ -79,6 +124,59 @@ class Provider:
 
 def _is_factory(item: Any) -> bool:
     return inspect.isfunction(item) or inspect.ismethod(item)
+
+
+def _yielded(annotation: Any) -> Any:
+    """Return ``T`` of ``Iterator[T]``, ``Generator[T, ...]`` or ``Iterable[T]``, else None."""
+    if typing.get_origin(annotation) in _ITERATORS:
+        arguments = typing.get_args(annotation)
+        return arguments[0] if arguments else None
+    return None
+
+
+def _is_generator_factory(use: Any) -> bool:
+    return not isinstance(use, (type, _Instance)) and inspect.isgeneratorfunction(use)
+
+
+def _first_value(generator: Generator[Any, Any, Any], name: str) -> Any:
+    """Run a generator factory's setup: the value it yields."""
+    try:
+        return next(generator)
+    except StopIteration:
+        raise RuntimeError(f"the generator factory of {name} returned without yielding") from None
+
+
+def run_teardowns(teardowns: list[Teardown], error: BaseException | None) -> None:
+    """Run the code after ``yield`` of each generator service in ``teardowns``, newest first.
+
+    ``error``, the request's (``event.error``), is thrown in at each ``yield``; a generator
+    that re-raises it is fine. Any other exception is logged, never raised, and the other
+    teardowns still run: the response has been sent, nobody could be told. The list is
+    emptied, so a second call does nothing.
+    """
+    while teardowns:
+        name, generator = teardowns.pop()
+        try:
+            if error is None:
+                next(generator)
+            else:
+                generator.throw(error)
+        except StopIteration:
+            continue
+        except Exception as ex:
+            if ex is not error:
+                logger.exception("the teardown of %s failed", name)
+            continue
+        finally:
+            if error is not None:
+                # The throw added the generator's frames (which may hold the event) to the
+                # request's error: let them go, as the kernel does once the error is logged.
+                error.__traceback__ = None
+        logger.error("the generator factory of %s yielded twice; it is closed", name)
+        try:
+            generator.close()
+        except Exception:
+            logger.exception("closing the generator factory of %s failed", name)
 
 
 class _Instance:
@@ -119,6 +217,8 @@ class Container:
         self._accessors: dict[type, Accessor] = {}
         self._resolving: list[type] = []
         self._lock = threading.RLock()
+        self._cells: list[list[Any]] = []  # the singletons' built-once values
+        self._teardowns: list[Teardown] = []  # the generator singletons set up, in order
         for item in providers:
             provider = Provider.of(item)
             if provider.provides in self._providers:
@@ -233,6 +333,8 @@ class Container:
         uses them, after gunicorn's fork, not in the master that imported the app.
         """
         make = self.constructor(use, consumer=consumer, request_scope=False)
+        # Not in self._cells: the listener and middleware steps cache the instance's bound
+        # methods, so all of them must keep one instance, even after close().
         cell: list[Any] = [_UNSET]
         lock = self._lock
 
@@ -256,6 +358,8 @@ class Container:
             make: Accessor = lambda event: value  # noqa: E731
         else:
             make = self.constructor(use, consumer=name, request_scope=request_scope)
+        if _is_generator_factory(use):
+            make = self._generator_setup(make, name, request_scope)
         if request_scope:
             key = provider.provides
 
@@ -272,6 +376,7 @@ class Container:
         if isinstance(use, _Instance):
             return make
         cell: list[Any] = [_UNSET]
+        self._cells.append(cell)
         lock = self._lock
 
         def singleton(event: Any) -> Any:
@@ -284,3 +389,45 @@ class Container:
             return value
 
         return singleton
+
+    def _generator_setup(self, make: Accessor, name: str, request_scope: bool) -> Accessor:
+        """Wrap a generator factory: run it to its ``yield``, record it for its teardown."""
+        if request_scope:
+
+            def setup_for_request(event: Any) -> Any:
+                generator = make(event)
+                value = _first_value(generator, name)
+                # The scoped accessor made the cache before calling us. PERF: only a request
+                # that creates a generator service gets a teardown list.
+                cache = event._scoped
+                teardowns = cache.get(TEARDOWNS)
+                if teardowns is None:
+                    teardowns = cache[TEARDOWNS] = []
+                teardowns.append((name, generator))
+                return value
+
+            return setup_for_request
+        teardowns = self._teardowns
+
+        def setup_once(event: Any) -> Any:  # called under the lock, once per worker
+            generator = make(event)
+            value = _first_value(generator, name)
+            teardowns.append((name, generator))
+            return value
+
+        return setup_once
+
+    def close(self) -> None:
+        """Tear down the generator singletons set up so far, newest first (``app.stop()``).
+
+        When there were any, every singleton is built again on its next use: none of them
+        keeps a resource that is closed now. (Listener and middleware classes cache their
+        bound methods, so they keep the instance they were built with.)
+        """
+        with self._lock:
+            teardowns = self._teardowns[:]
+            self._teardowns.clear()
+            if teardowns:
+                for cell in self._cells:
+                    cell[0] = _UNSET
+        run_teardowns(teardowns, None)
