@@ -26,15 +26,9 @@ from workflowhttp.stream import Stream
 from workflowhttp.stream.processors import LogProcessor
 
 from .controllers import AuthorController, BookController, health, home
-from .listeners import (
-    BearerTokenAuth,
-    FriendlyAccessDenied,
-    Settings,
-    close_connection,
-    open_connection,
-)
+from .listeners import BearerTokenAuth, FriendlyAccessDenied, Settings
 from .middleware import SecurityHeaders
-from .storage import AuthorStore, BookStore, Database
+from .storage import AuthorStore, BookStore, Database, open_connection
 
 __all__ = ["app", "create_app"]
 
@@ -62,10 +56,11 @@ def create_app(
     database.initialize()
     return App(
         controllers=[home, health, BookController, AuthorController],
-        listeners=[BearerTokenAuth, FriendlyAccessDenied, close_connection],
+        listeners=[BearerTokenAuth, FriendlyAccessDenied],
         providers=[
             settings,  # instances provide their own class, as singletons
             database,
+            # A generator: one connection per request, closed once the response is sent.
             Provider(sqlite3.Connection, open_connection, scope="request"),
             Provider(BookStore, scope="request"),  # they need the request's connection
             Provider(AuthorStore, scope="request"),

@@ -1,11 +1,10 @@
-"""The bookstore's listeners: an admin token check, a friendly 403, closing connections."""
+"""The bookstore's listeners: an admin token check and a friendly 403."""
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
 import html
-import sqlite3
 
 from workflowhttp import (
     AccessDenied,
@@ -15,11 +14,6 @@ from workflowhttp import (
     http_workflow,
     listener,
 )
-
-from .storage import Database
-
-CONNECTION = "bookstore.connection"
-"""The ``event.store`` key of the request's database connection."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,21 +66,3 @@ class FriendlyAccessDenied:
             )
         else:
             event.send(JSONResponse({"message": message, "hint": hint}, status=403))
-
-
-def open_connection(database: Database, event: HttpEvent) -> sqlite3.Connection:
-    """The request-scoped provider of ``sqlite3.Connection``: one per request, then closed."""
-    connection = database.connect()
-    event.store[CONNECTION] = connection
-    return connection
-
-
-@listener(http_workflow.on_response, priority=1000)
-def close_connection(event: HttpEvent) -> None:
-    """Close the request's connection once the response is rendered (a request that opened
-    none pays nothing). Should a response listener fail before this one, the connection is
-    closed anyway when the event is freed."""
-    store = event.store
-    connection = store.pop(CONNECTION, None)
-    if connection is not None:
-        connection.close()

@@ -1,8 +1,9 @@
 """SQLite storage, from the standard library.
 
 SECURITY/concurrency: a ``sqlite3`` connection is never shared between processes or threads.
-Each request opens its own (a request-scoped provider, see ``app.py``) and a ``response``
-listener closes it, so gunicorn workers, gthread threads and the test client are all safe.
+Each request opens its own (:func:`open_connection`, a request-scoped generator provider, see
+``app.py``) and its teardown closes it once the response has been sent, so gunicorn workers,
+gthread threads and the test client are all safe.
 Several workers write to one file through SQLite's own locking (WAL journal, 5 s busy timeout).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -112,6 +114,17 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.path!r})"
+
+
+def open_connection(database: Database) -> Iterator[sqlite3.Connection]:
+    """Provide the request's connection: opened when a service first needs it, closed once the
+    response has been sent, after an error too (the code after ``yield`` is the teardown). A
+    request that needs no storage opens none."""
+    connection = database.connect()
+    try:
+        yield connection
+    finally:
+        connection.close()  # what was not committed is rolled back
 
 
 _BOOK_COLUMNS = """
