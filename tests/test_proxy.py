@@ -262,6 +262,23 @@ def test_filters_run_by_priority_and_stopping_one_state_spares_the_next(origin):
     assert order == ["request-1", "response-0"]
 
 
+@pytest.mark.parametrize(
+    ("replacement", "sent"),
+    [(b"short", "short"), ("été", "été"), (None, "")],
+    ids=["bytes", "str", "none"],
+)
+def test_a_request_filter_can_replace_the_body(origin, replacement, sent):
+    app, client = proxy_client(origin.url)
+
+    @app.listen(proxy_workflow.on_filter_request)
+    def replace(event: ProxyEvent) -> None:
+        event.outgoing.body = replacement
+
+    echo = client.post("/api/echo", data=b"a much longer original body").json
+    assert echo["body"] == sent.encode().decode("latin-1")
+    assert echo["length"] == len(sent.encode())
+
+
 def test_a_response_filter_can_rewrite_the_body(origin):
     app, client = proxy_client(origin.url)
 

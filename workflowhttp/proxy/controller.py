@@ -12,6 +12,7 @@ import urllib3
 
 from ..errors import BadRequest, ConfigurationError, PayloadTooLarge
 from ..events import HttpEvent
+from ..request import content_length
 from ..extensions import Extension
 from ..responses import Response
 from ..routing import http, join_paths
@@ -207,9 +208,8 @@ def _request_body(event: HttpEvent) -> tuple[Any, int | None]:
     environ = event.environ
     stream = environ["wsgi.input"]
     limit = event.app.limits.max_content_length
-    announced = environ.get("CONTENT_LENGTH")
-    if announced:
-        length = int(announced)  # checked in `request` by the one number parser
+    length = content_length(environ, limit)  # the one parser of client numbers
+    if length is not None:
         if length == 0:
             return None, 0
         return _read_exactly(stream, length), length

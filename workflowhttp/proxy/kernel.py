@@ -74,6 +74,12 @@ def forward(event: ProxyEvent) -> None:
     proxy = event.proxy
     outgoing = event.outgoing
     body = outgoing.body
+    if isinstance(body, str):
+        body = body.encode()
+    if isinstance(body, (bytes, bytearray)):  # a listener replaced the body: say its length
+        outgoing.headers["Content-Length"] = str(len(body))
+    elif body is None:
+        outgoing.headers.pop("Content-Length", None)
     tracked = _TrackedBody(body) if body is not None and not isinstance(body, bytes) else None
     retry_allowed = outgoing.method in IDEMPOTENT
     error: HTTPError | None = None
