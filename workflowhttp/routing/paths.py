@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import ConfigurationError
+
 __all__ = [
     "ANY",
     "BAD_PERCENT",
@@ -40,5 +42,37 @@ def join_paths(base: str, path: str) -> str:
 
 
 def parse_template(path: str) -> list[tuple[str, str | None]]:
-    """Return ``(name, converter)`` for each parameter of a path template."""
+    """Return ``(name, converter)`` for each parameter of a path template.
+
+    Raises:
+        ConfigurationError: the template holds ``<`` or ``>`` (a Flask-style ``<int:id>``;
+            the error says what to write instead), or a brace that opens or closes no
+            ``{name}`` (``{item-id}``, ``{id``), which would be matched as text.
+    """
+    if "<" in path or ">" in path:
+        raise ConfigurationError(_angle_brackets(path))
+    if "{" in path or "}" in path:
+        rest = PARAM.sub("", path)
+        if "{" in rest or "}" in rest:
+            raise ConfigurationError(
+                f"malformed placeholder in path {path!r}: write {{name}} or {{name:path}}, "
+                f"a name being letters, digits and underscores"
+            )
     return [(m.group(1), m.group(2)) for m in PARAM.finditer(path)]
+
+
+# Flask's placeholders: <name>, <converter:name>, <converter(arguments):name>.
+_FLASK_PARAM = re.compile(r"<(?:([A-Za-z_]\w*)(?:\([^()<>]*\))?:)?([A-Za-z_]\w*)>")
+
+
+def _angle_brackets(path: str) -> str:
+    """Say what is wrong with a template holding ``<`` or ``>``, with the fix when it is Flask's."""
+    match = _FLASK_PARAM.search(path)
+    if match is None:
+        return f"'<' and '>' are not allowed in a path template: {path!r}"
+    converter, name = match.groups()
+    written = f"{{{name}:path}}" if converter == "path" else f"{{{name}}}"
+    return (
+        f"Flask-style placeholder {match.group(0)} in path {path!r}: write {written} "
+        f"(the parameter's annotation converts the value)"
+    )
