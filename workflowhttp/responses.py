@@ -403,7 +403,10 @@ def _render_other(result: Any) -> Response | WerkzeugResponse:
         return _render_json(result)
     if isinstance(result, Iterator) or hasattr(result, "__next__"):
         return Response(result, 200, None, TEXT)
-    raise TypeError(f"cannot render a {type(result).__qualname__} into a response")
+    raise TypeError(
+        f"cannot render a value of type {type(result).__qualname__}; return str, bytes, dict, "
+        f"list, a dataclass/Struct, None, a (body, status) tuple, a Response or an iterator"
+    )
 
 
 def _render_tuple(result: tuple[Any, ...]) -> Response | WerkzeugResponse:
