@@ -137,7 +137,7 @@ def sibling_routes(depth: int) -> Iterator[Any]:
             shape = SHAPES[(number // len(SHAPES) ** level) % len(SHAPES)]
             segments.append(shape.replace("%d", str(level)))
 
-        def endpoint() -> str:
+        def endpoint(**path_params: str) -> str:  # takes whatever placeholders the path has
             return "found"
 
         endpoint.__name__ = f"route{number}"

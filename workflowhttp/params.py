@@ -10,12 +10,18 @@ For every parameter of a controller, in this order:
 5. any other type ``msgspec`` can convert (``str``, ``int``, ``bool``, ``UUID``, ``date``,
    ``Literal``, ``list[int]`` for repeated keys, ...) → the query string.
 
+``Annotated[Model, Query()]`` with a model type builds the model from the query parameters.
+A path placeholder that no parameter reads is a :class:`~workflowhttp.errors.ConfigurationError`.
+
 A default makes a parameter optional. Conversion uses ``msgspec`` (strict for JSON, lax for
-strings from the path, query, headers, cookies and forms), except that an integer from a string
-is only ever an optional sign and decimal digits (:func:`~workflowhttp.numbers.parse_int`).
+strings from the path, query, headers, cookies and forms), except that from a string an integer
+is only ever an optional sign and decimal digits (:func:`~workflowhttp.numbers.parse_int`) and
+a boolean one of ``true/false``, ``on/off``, ``1/0``, ``yes/no`` (any case).
 Every failure is collected into one :class:`~workflowhttp.errors.ParametersFailed` (400), each
 error at its path: the parameter name, or the dotted location inside the body document
-(``"user.age"``, ``"items.0.name"``).
+(``"user.age"``, ``"items.0.name"``). The successful request pays for one conversion per
+parameter (one ``msgspec`` decode for a body); only a failed one is checked again field by
+field, so that it reports every error at once.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import dataclasses
+import decimal
 import functools
 import inspect
 import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 import msgspec.inspect as msgspec_inspect
@@ -146,7 +153,13 @@ def build_plan(
     parameters = list(inspect.signature(function).parameters.values())
     if skip_first:
         parameters = parameters[1:]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    if path_names:
+        _check_placeholders(qualname, path_names, parameters, hints, takes_any)
     resolvers: list[tuple[str, Resolver]] = []
+    # The query keys the query parameters read, filled in as they are compiled: a query model
+    # that forbids unknown fields lets these through.
+    claimed: set[str] = set()
     for parameter in parameters:
         if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
@@ -157,13 +170,53 @@ def build_plan(
             parameter.default if parameter.default is not inspect.Parameter.empty else _MISSING
         )
         where = f"{qualname}, parameter {parameter.name!r}"
-        resolvers.append(
-            (
-                parameter.name,
-                _resolver(parameter.name, annotation, default, path_names, container, where),
-            )
+        resolver = _resolver(
+            parameter.name, annotation, default, path_names, container, where, claimed
+        )
+        resolvers.append((parameter.name, resolver))
+    if takes_any and path_names:
+        # **kwargs takes the placeholders no parameter names, as the matched text.
+        named = {name for name, _ in resolvers}
+        resolvers.extend(
+            (placeholder, _path_resolver(placeholder, _identity))
+            for placeholder in path_names
+            if placeholder not in named
         )
     return ParameterPlan(resolvers)
+
+
+def _check_placeholders(
+    qualname: str,
+    path_names: tuple[str, ...],
+    parameters: list[inspect.Parameter],
+    hints: dict[str, Any],
+    takes_any: bool,
+) -> None:
+    """Raise ``ConfigurationError`` for a path placeholder that no parameter reads.
+
+    Without this check, ``{item_id}`` on ``def show(id: int)`` builds, and ``id`` becomes a
+    query parameter that every request lacks (a 400 that never names the path).
+    """
+    named = {
+        p.name: p
+        for p in parameters
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+    for placeholder in path_names:
+        if placeholder not in named:
+            if takes_any:
+                continue
+            listed = ", ".join(named) or "none"
+            raise ConfigurationError(
+                f"{qualname}: the path placeholder {{{placeholder}}} matches no parameter "
+                f"(parameters: {listed}); name a parameter {placeholder!r}, or take **kwargs"
+            )
+        source = _unwrap(hints.get(placeholder, str))[1]
+        if source is not None:
+            raise ConfigurationError(
+                f"{qualname}: the path placeholder {{{placeholder}}} is never read: parameter "
+                f"{placeholder!r} reads the {source.kind} ({source!r})"
+            )
 
 
 def _resolver(
@@ -173,6 +226,7 @@ def _resolver(
     path_names: tuple[str, ...] | None,
     container: Container,
     where: str,
+    claimed: set[str],
 ) -> Resolver:
     bare, source = _unwrap(annotation)
     if bare is object:
@@ -201,7 +255,10 @@ def _resolver(
         return _scalar_resolver(
             name, cookie, default, convert, lambda event: _cookies(event).get(cookie)
         )
+    if isinstance(source, Query) and _is_model(bare):
+        return _query_model_resolver(name, annotation, bare, default, where, source, claimed)
     query_name = source.name if isinstance(source, Query) and source.name else name
+    claimed.add(query_name)
     from_query = _query_resolver(name, query_name, annotation, bare, default, where)
     if path_names is not None or source is not None:
         return from_query
@@ -236,13 +293,18 @@ def _is_union_type(annotation: Any) -> bool:
     return isinstance(annotation, types.UnionType)
 
 
-def _is_body_type(annotation: Any) -> bool:
-    """Dataclasses, Structs and TypedDicts (or lists of them) come from the body."""
-    if isinstance(annotation, type) and (
+def _is_model(annotation: Any) -> bool:
+    """Return whether ``annotation`` is a dataclass, a ``msgspec.Struct`` or a ``TypedDict``."""
+    return isinstance(annotation, type) and (
         dataclasses.is_dataclass(annotation)
         or issubclass(annotation, msgspec.Struct)
         or typing.is_typeddict(annotation)
-    ):
+    )
+
+
+def _is_body_type(annotation: Any) -> bool:
+    """Dataclasses, Structs and TypedDicts (or lists of them) come from the body."""
+    if _is_model(annotation):
         return True
     if typing.get_origin(annotation) in (list, tuple, set, frozenset):
         return any(_is_body_type(arg) for arg in typing.get_args(annotation))
@@ -303,7 +365,7 @@ def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
     SECURITY: an integer anywhere in ``annotation`` (``int``, ``Annotated[int, Meta(...)]``,
     ``int | None``, ``list[int]``...) is parsed by :func:`~workflowhttp.numbers.parse_int`
     first, then handed to msgspec for the constraints: msgspec's own lax conversion takes
-    ``"1e3"`` for 1000 and ``"1.0"`` for 1.
+    ``"1e3"`` for 1000 and ``"1.0"`` for 1. A boolean is read by :func:`_client_bool`.
     """
     bare, _ = _unwrap(annotation)
     # Strip our source markers: msgspec does not know them.
@@ -312,11 +374,13 @@ def _converter(annotation: Any, where: str) -> Callable[[Any], Any]:
         return _identity
     if bare is int and annotation is int:
         return _to_int
+    if bare is bool and annotation is bool:
+        return _to_bool
     _check_convertible(annotation, where)
-    integers = _integers(annotation, set())
-    if integers is None:
+    scalars = _scalars(annotation, set())
+    if scalars is None:
         return lambda value: msgspec.convert(value, annotation, strict=False)
-    return lambda value: msgspec.convert(integers(value, "$"), annotation, strict=False)
+    return lambda value: msgspec.convert(scalars(value, "$"), annotation, strict=False)
 
 
 def _without_sources(annotation: Any) -> Any:
@@ -360,9 +424,42 @@ def _client_int(value: str, at: str) -> int:
         raise msgspec.ValidationError(message if at == "$" else f"{message} - at `{at}`") from None
 
 
-_Integers = Callable[[Any, str], Any]
-"""Replace a client's strings at the ``int`` positions of a value (the second argument is the
-position, msgspec-style: ``$``, ``$[1]``, ``$.age``)."""
+# What a client's string may say for a boolean: an HTML checkbox sends "on" (and nothing when it
+# is unchecked), URLs say true/false, 1/0 or yes/no. Compared in lower case, ASCII only.
+_BOOLEANS = {
+    "true": True,
+    "on": True,
+    "1": True,
+    "yes": True,
+    "false": False,
+    "off": False,
+    "0": False,
+    "no": False,
+}
+_LONGEST_BOOLEAN = max(map(len, _BOOLEANS))
+_BOOLEAN_EXPECTED = "Expected a boolean (true/false, on/off, 1/0, yes/no)"
+
+
+def _to_bool(value: str) -> bool:
+    """Convert a client's string to a bool (see ``_BOOLEANS``)."""
+    # PERF: the usual spellings are one dict lookup.
+    result = _BOOLEANS.get(value)
+    return _client_bool(value, "$") if result is None else result
+
+
+def _client_bool(value: str, at: str) -> bool:
+    """Read ``value`` as a boolean in any case, or raise msgspec's error for position ``at``."""
+    if len(value) <= _LONGEST_BOOLEAN and value.isascii():
+        result = _BOOLEANS.get(value.lower())
+        if result is not None:
+            return result
+    message = _BOOLEAN_EXPECTED
+    raise msgspec.ValidationError(message if at == "$" else f"{message} - at `{at}`")
+
+
+_Scalars = Callable[[Any, str], Any]
+"""Replace a client's strings at the ``int`` and ``bool`` positions of a value (the second
+argument is the position, msgspec-style: ``$``, ``$[1]``, ``$.age``)."""
 _SEQUENCES = (
     list,
     tuple,
@@ -377,37 +474,39 @@ _SEQUENCES = (
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 
-def _integers(annotation: Any, seen: set[Any]) -> _Integers | None:
-    """Compile what parses the strings at the ``int`` positions of ``annotation``.
+def _scalars(annotation: Any, seen: set[Any]) -> _Scalars | None:
+    """Compile what parses the strings at the ``int`` and ``bool`` positions of ``annotation``.
 
-    Returns ``None`` when ``annotation`` holds no integer (nothing to do). A union that
-    accepts ``str`` keeps its strings (msgspec never makes an int of them).
+    Returns ``None`` when ``annotation`` holds neither (nothing to do). A union that accepts
+    ``str`` keeps its strings (msgspec never makes an int or a bool of them).
     """
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _integers(annotation.__origin__, seen)
+        return _scalars(annotation.__origin__, seen)
     if annotation is int:
         return _integer_leaf
+    if annotation is bool:
+        return _boolean_leaf
     if origin is typing.Union or _is_union_type(annotation):
-        return _integer_union(typing.get_args(annotation), seen)
+        return _scalar_union(typing.get_args(annotation), seen)
     if origin in _SEQUENCES:
         arguments = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         if origin is tuple and len(arguments) > 1:
-            items = [_integers(a, seen) for a in arguments]
+            items = [_scalars(a, seen) for a in arguments]
             if not any(items):
                 return None
-            return functools.partial(_integer_tuple, tuple(items))
-        item = _integers(arguments[0], seen) if arguments else None
-        return functools.partial(_integer_items, item) if item else None
+            return functools.partial(_scalar_tuple, tuple(items))
+        item = _scalars(arguments[0], seen) if arguments else None
+        return functools.partial(_scalar_items, item) if item else None
     if origin in _MAPPINGS:
         arguments = list(typing.get_args(annotation))
-        item = _integers(arguments[1], seen) if len(arguments) == 2 else None
-        return functools.partial(_integer_values, item) if item else None
+        item = _scalars(arguments[1], seen) if len(arguments) == 2 else None
+        return functools.partial(_scalar_values, item) if item else None
     if isinstance(annotation, type) and _is_body_type(annotation) and annotation not in seen:
         seen.add(annotation)  # a recursive type is walked once
-        fields = {key: _integers(hint, seen) for key, hint in _fields(annotation).items()}
+        fields = {key: _scalars(hint, seen) for key, hint in _fields(annotation).items()}
         found = {key: item for key, item in fields.items() if item is not None}
-        return functools.partial(_integer_fields, found) if found else None
+        return functools.partial(_scalar_fields, found) if found else None
     return None
 
 
@@ -415,14 +514,25 @@ def _integer_leaf(value: Any, at: str) -> Any:
     return _client_int(value, at) if isinstance(value, str) else value
 
 
-def _integer_union(members: tuple[Any, ...], seen: set[Any]) -> _Integers | None:
+def _boolean_leaf(value: Any, at: str) -> Any:
+    return _client_bool(value, at) if isinstance(value, str) else value
+
+
+def _is_scalar(annotation: Any) -> bool:
+    bare = _unwrap(annotation)[0]
+    return bare is int or bare is bool
+
+
+def _scalar_union(members: tuple[Any, ...], seen: set[Any]) -> _Scalars | None:
     plain = [_without_sources(m) for m in members]
     if any(_unwrap(m)[0] is str for m in plain):
         return None
-    integers = [m for m in plain if _unwrap(m)[0] is int]
-    others = [m for m in plain if _unwrap(m)[0] is not int]
-    containers = [item for item in (_integers(m, seen) for m in others) if item is not None]
-    if not integers:
+    parsers = [
+        _client_int if _unwrap(m)[0] is int else _client_bool for m in plain if _is_scalar(m)
+    ]
+    others = [m for m in plain if not _is_scalar(m)]
+    containers = [item for item in (_scalars(m, seen) for m in others) if item is not None]
+    if not parsers:
         if not containers:
             return None
         return containers[0]
@@ -431,13 +541,17 @@ def _integer_union(members: tuple[Any, ...], seen: set[Any]) -> _Integers | None
     def parse(value: Any, at: str) -> Any:
         if not isinstance(value, str):
             return containers[0](value, at) if containers else value
-        try:
-            return _client_int(value, at)
-        except msgspec.ValidationError as error:
-            if rest is None:
-                raise
-            failure = error
-        # Not an integer: the other members may take it ("null", a float...), int may not.
+        failure: msgspec.ValidationError | None = None
+        for parser in parsers:
+            try:
+                return parser(value, at)
+            except msgspec.ValidationError as error:
+                failure = failure or error
+        assert failure is not None
+        if rest is None:
+            raise failure
+        # Neither an integer nor a boolean: the other members may take it ("null", a
+        # float...); the error says what the first scalar member expected.
         try:
             return msgspec.convert(value, rest, strict=False)
         except msgspec.ValidationError:
@@ -446,13 +560,13 @@ def _integer_union(members: tuple[Any, ...], seen: set[Any]) -> _Integers | None
     return parse
 
 
-def _integer_items(item: _Integers, value: Any, at: str) -> Any:
+def _scalar_items(item: _Scalars, value: Any, at: str) -> Any:
     if not isinstance(value, list):
         return value
     return [item(element, f"{at}[{index}]") for index, element in enumerate(value)]
 
 
-def _integer_tuple(items: tuple[_Integers | None, ...], value: Any, at: str) -> Any:
+def _scalar_tuple(items: tuple[_Scalars | None, ...], value: Any, at: str) -> Any:
     if not isinstance(value, list):
         return value
     return [
@@ -463,13 +577,13 @@ def _integer_tuple(items: tuple[_Integers | None, ...], value: Any, at: str) -> 
     ]
 
 
-def _integer_values(item: _Integers, value: Any, at: str) -> Any:
+def _scalar_values(item: _Scalars, value: Any, at: str) -> Any:
     if not isinstance(value, dict):
         return value
     return {key: item(element, f"{at}[...]") for key, element in value.items()}
 
 
-def _integer_fields(fields: dict[str, _Integers], value: Any, at: str) -> Any:
+def _scalar_fields(fields: dict[str, _Scalars], value: Any, at: str) -> Any:
     if not isinstance(value, dict):
         return value
     return {
@@ -489,7 +603,218 @@ def _fields(cls: type) -> dict[str, Any]:
         return {encoded: hints[name] for name, encoded in names}
     if dataclasses.is_dataclass(cls):
         return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
-    return dict(hints)
+    return {key: _without_required(hint) for key, hint in hints.items()}
+
+
+_REQUIRED_MARKERS = (typing.Required, typing.NotRequired)
+
+
+def _without_required(hint: Any) -> Any:
+    """Return a TypedDict key's type without ``Required[...]``/``NotRequired[...]``."""
+    if typing.get_origin(hint) is Annotated:
+        inner = _without_required(hint.__origin__)
+        return hint if inner is hint.__origin__ else Annotated[(inner, *hint.__metadata__)]
+    while typing.get_origin(hint) in _REQUIRED_MARKERS:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+# -- every error at once (only when a conversion failed) -------------------------------------
+#
+# The successful request is converted by one msgspec call, which stops at the first error. Once
+# it has failed, the value is walked field by field to find every error: models (Structs,
+# dataclasses, TypedDicts) by field, variable-length sequences by item, `X | None` (in JSON)
+# through its `X`; anything else is a leaf, converted whole by the same msgspec rules as the
+# fast path, so the walk reports what msgspec would have reported, only all of it.
+
+# SECURITY: the walk of a failed request is bounded, whatever the body: at most _MAX_ERRORS
+# errors are reported, and at most _MAX_VISITS fields and items are visited (each one once, a
+# leaf's value converted once), so a 1 MiB body of a million wrong items costs a bounded
+# Python loop. The walk's recursion follows the document, whose depth max_json_depth bounds.
+_MAX_ERRORS = 100
+_MAX_VISITS = 10_000
+# Constraints a msgspec.Meta may carry; a constrained type is checked whole (a leaf).
+_CONSTRAINTS = ("gt", "ge", "lt", "le", "multiple_of", "pattern", "min_length", "max_length", "tz")
+
+
+class _Findings:
+    """The errors found so far by a field-by-field walk, and the visits left."""
+
+    __slots__ = ("errors", "visits")
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, str]] = []
+        self.visits = _MAX_VISITS
+
+    def done(self) -> bool:
+        return self.visits <= 0 or len(self.errors) >= _MAX_ERRORS
+
+    def add(self, path: str, message: str) -> None:
+        if len(self.errors) < _MAX_ERRORS:
+            self.errors.append({"path": path, "message": message})
+
+
+_Check = Callable[[Any, str, _Findings], None]
+"""Check a value found at a dotted path, adding its errors to the findings."""
+
+
+class _Rules(NamedTuple):
+    """How a kind of input is checked: its leaves' conversion, and its messages."""
+
+    leaf: Callable[[Any], Callable[[Any], Any]]  # annotation -> a converter that may raise
+    missing: str  # "... `{}`", the missing field's name
+    unknown: str  # "... `{}`", the unknown key
+    nullable: bool  # JSON: `X | None` is walked through X, None being null
+
+
+# The generic decode of a failed JSON body keeps every number's text (a float as a Decimal,
+# re-encoded as the same number), so a leaf re-decoded with its type meets exactly the JSON
+# the fast path met.
+_JSON_DOCUMENT = msgspec.json.Decoder(float_hook=decimal.Decimal)
+_JSON_LEAF_TEXT = msgspec.json.Encoder(decimal_format="number")
+
+
+def _json_leaf(annotation: Any) -> Callable[[Any], Any]:
+    decoder = msgspec.json.Decoder(annotation)
+    return lambda value: decoder.decode(_JSON_LEAF_TEXT.encode(value))
+
+
+def _string_leaf(annotation: Any) -> Callable[[Any], Any]:
+    scalars = _scalars(annotation, set()) or _identity_at
+    return lambda value: msgspec.convert(scalars(value, "$"), annotation, strict=False)
+
+
+_JSON_RULES = _Rules(
+    _json_leaf, "Object missing required field `{}`", "Object contains unknown field `{}`", True
+)
+_FORM_RULES = _Rules(
+    _string_leaf, "Object missing required field `{}`", "Object contains unknown field `{}`", False
+)
+_QUERY_RULES = _Rules(
+    _string_leaf, "Missing required query parameter `{}`", "Unknown query parameter `{}`", False
+)
+
+
+def _every_error(
+    check: _Check | None, value: Any, name: str, first: Exception
+) -> list[dict[str, str]]:
+    """Return every error of ``value`` (the document's root reported at ``name``).
+
+    ``first`` is the error msgspec stopped at; it is the answer when the walk finds nothing
+    of its own (a ``__post_init__`` that raised, a tagged union...).
+    """
+    findings = _Findings()
+    if check is not None:
+        check(value, "", findings)
+    if not findings.errors:
+        return _fail(name, first).errors
+    return [{"path": e["path"] or name, "message": e["message"]} for e in findings.errors]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path and key else path or key
+
+
+def _compile_check(annotation: Any, rules: _Rules, models: dict[Any, _Check]) -> _Check:
+    """Compile the field-by-field check of ``annotation`` (``models`` memoises recursion)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        if any(_constrains(meta) for meta in annotation.__metadata__):
+            return _leaf_check(rules.leaf(annotation))
+        return _compile_check(annotation.__origin__, rules, models)
+    if origin is typing.Union or _is_union_type(annotation):
+        members = typing.get_args(annotation)
+        if rules.nullable and len(members) == 2 and type(None) in members:
+            inner = members[0] if members[1] is type(None) else members[1]
+            return functools.partial(_nullable_check, _compile_check(inner, rules, models))
+        return _leaf_check(rules.leaf(annotation))
+    arguments = typing.get_args(annotation)
+    if origin in _SEQUENCES and (
+        (origin is not tuple and len(arguments) == 1)
+        or (origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis)
+    ):
+        item = _compile_check(arguments[0], rules, models)
+        return functools.partial(_sequence_check, item, _leaf_check(rules.leaf(annotation)))
+    if _is_model(annotation):
+        known = models.get(annotation)
+        return known if known is not None else _model_check(annotation, rules, models)
+    return _leaf_check(rules.leaf(annotation))
+
+
+def _constrains(meta: Any) -> bool:
+    return isinstance(meta, msgspec.Meta) and any(
+        getattr(meta, constraint) is not None for constraint in _CONSTRAINTS
+    )
+
+
+def _model_info(model: type) -> Any:
+    return msgspec_inspect.type_info(model)
+
+
+def _model_check(model: type, rules: _Rules, models: dict[Any, _Check]) -> _Check:
+    whole = _leaf_check(rules.leaf(model))
+    info = _model_info(model)
+    hints = _fields(model)
+    if not hints or getattr(info, "array_like", False):
+        models[model] = whole
+        return whole
+    fields: dict[str, _Check] = {}
+    required = tuple(field.encode_name for field in info.fields if field.required)
+    forbid = bool(getattr(info, "forbid_unknown_fields", False))
+    tag_field = getattr(info, "tag_field", None)
+
+    def check(value: Any, path: str, findings: _Findings) -> None:
+        if not isinstance(value, dict):
+            whole(value, path, findings)
+            return
+        for key, element in value.items():
+            if findings.done():
+                return
+            findings.visits -= 1
+            field = fields.get(key)
+            if field is not None:
+                field(element, _join(path, key), findings)
+            elif forbid and key != tag_field:
+                findings.add(_join(path, key), rules.unknown.format(key))
+        for key in required:
+            if key not in value:
+                findings.add(_join(path, key), rules.missing.format(key))
+
+    models[model] = check  # before the fields: a recursive model refers to itself
+    for field in info.fields:
+        hint = hints.get(field.encode_name)
+        if hint is not None:
+            fields[field.encode_name] = _compile_check(hint, rules, models)
+    return check
+
+
+def _leaf_check(convert: Callable[[Any], Any]) -> _Check:
+    def check(value: Any, path: str, findings: _Findings) -> None:
+        try:
+            convert(value)
+        except msgspec.ValidationError as ex:
+            location, message = _error_path(str(ex), "")
+            findings.add(_join(path, location), message)
+
+    return check
+
+
+def _nullable_check(inner: _Check, value: Any, path: str, findings: _Findings) -> None:
+    if value is not None:
+        inner(value, path, findings)
+
+
+def _sequence_check(
+    item: _Check, whole: _Check, value: Any, path: str, findings: _Findings
+) -> None:
+    if not isinstance(value, list):
+        whole(value, path, findings)
+        return
+    for index, element in enumerate(value):
+        if findings.done():
+            return
+        findings.visits -= 1
+        item(element, _join(path, str(index)), findings)
 
 
 def _fail(name: str, ex: Exception, *, under_name: bool = False) -> _Failure:
@@ -537,6 +862,8 @@ def _query_resolver(
 ) -> Resolver:
     many = typing.get_origin(bare) in (list, tuple, set, frozenset)
     convert = _converter(annotation, where)
+    # A repeated key's values are checked one by one once their conversion failed.
+    check = _compile_check(_without_sources(annotation), _QUERY_RULES, {}) if many else None
 
     def resolve(event: HttpEvent) -> Any:
         values = query_of(event).get(query_name)
@@ -549,7 +876,73 @@ def _query_resolver(
         try:
             return convert(values if many else values[0])
         except (msgspec.ValidationError, ValueError) as ex:
-            raise _fail(name, ex, under_name=True) from None
+            if check is None:
+                raise _fail(name, ex, under_name=True) from None
+            errors = _every_error(check, values, name, ex)
+            for error in errors:  # "tags.1": the position under the parameter's name
+                if error["path"] != name:
+                    error["path"] = _join(name, error["path"])
+            raise _Failure(errors) from None
+
+    return resolve
+
+
+def _query_model_resolver(
+    name: str,
+    annotation: Any,
+    model: type,
+    default: Any,
+    where: str,
+    source: Query,
+    claimed: set[str],
+) -> Resolver:
+    """Build ``Annotated[Model, Query()]`` from the query parameters, one key per field.
+
+    A list field takes every value of a repeated key; an unknown key is ignored unless the
+    model forbids unknown fields (a key another query parameter of the controller reads is
+    not unknown); a field missing from the query takes the model's default.
+    """
+    if source.name:
+        raise ConfigurationError(
+            f"{where}: a query model reads one query parameter per field; "
+            f"Query({source.name!r}) cannot name it (write Query())"
+        )
+    annotation = _without_sources(annotation)
+    _check_convertible(annotation, where)
+    hints = _fields(model)
+    info = _model_info(model)
+    keys = frozenset(field.encode_name for field in info.fields)
+    many: set[str] = set()
+    for key in keys:
+        field_type = _unwrap(hints.get(key, str))[0]
+        origin = typing.get_origin(field_type)
+        if _is_body_type(field_type) or origin in _MAPPINGS or field_type is dict:
+            raise ConfigurationError(
+                f"{where}: field {key!r} of the query model {model.__qualname__} cannot come "
+                f"from the query: a query model's fields are simple values or lists of them"
+            )
+        if origin in (list, tuple, set, frozenset):
+            many.add(key)
+    claimed.update(keys)
+    forbid = bool(getattr(info, "forbid_unknown_fields", False))
+    # SECURITY: the query's strings are converted like every other query parameter's
+    # (see _converter): integers by parse_int, booleans by _client_bool.
+    scalars = _scalars(annotation, set()) or _identity_at
+    check = _compile_check(model, _QUERY_RULES, {})
+
+    def resolve(event: HttpEvent) -> Any:
+        query = query_of(event)
+        if default is not _MISSING and keys.isdisjoint(query):
+            return default
+        data = {
+            key: values if key in many else values[0]
+            for key, values in query.items()
+            if key in keys or (forbid and key not in claimed)
+        }
+        try:
+            return msgspec.convert(scalars(data, "$"), annotation, strict=False)
+        except msgspec.ValidationError as ex:
+            raise _Failure(_every_error(check, data, name, ex)) from None
 
     return resolve
 
@@ -595,7 +988,14 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
         _check_convertible(annotation, where)
     decoder = msgspec.json.Decoder(annotation) if not (raw or text) else None
     # SECURITY: form fields are strings, converted like the query's (see _converter).
-    form_integers = _integers(annotation, set()) or _identity_at
+    form_scalars = _scalars(annotation, set()) or _identity_at
+    # The checks that find every error once a conversion failed (see _compile_check).
+    json_check = form_check = None
+    form_lists: frozenset[str] = frozenset()
+    if not (raw or text):
+        json_check = _compile_check(annotation, _JSON_RULES, {})
+        form_check = _compile_check(annotation, _FORM_RULES, {})
+        form_lists = _list_fields(bare)
 
     def resolve(event: HttpEvent) -> Any:
         content_type = event.environ.get("CONTENT_TYPE", "")
@@ -604,11 +1004,14 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
             form = event.request.form
             if not form and default is not _MISSING:
                 return default
-            data = {key: values[0] if len(values) == 1 else values for key, values in form.lists()}
+            data = {
+                key: values if len(values) != 1 or key in form_lists else values[0]
+                for key, values in form.lists()
+            }
             try:
-                return msgspec.convert(form_integers(data, "$"), annotation, strict=False)
+                return msgspec.convert(form_scalars(data, "$"), annotation, strict=False)
             except msgspec.ValidationError as ex:
-                raise _fail(name, ex) from None
+                raise _Failure(_every_error(form_check, data, name, ex)) from None
         body = read_body(event)
         if not body:
             if default is not _MISSING:
@@ -632,10 +1035,44 @@ def _body_resolver(name: str, annotation: Any, bare: Any, default: Any, where: s
         try:
             return decoder.decode(body)  # type: ignore[union-attr]
         except msgspec.ValidationError as ex:
-            raise _fail(name, ex) from None
+            raise _json_failure(name, body, json_check, ex) from None
         except UnicodeDecodeError:
             raise BadRequest("Invalid JSON: not valid UTF-8") from None
         except (msgspec.DecodeError, RecursionError) as ex:
-            raise BadRequest(f"Invalid JSON: {ex}") from None
+            raise BadRequest(_invalid_json(ex, body)) from None
 
     return resolve
+
+
+def _list_fields(model: Any) -> frozenset[str]:
+    """Return the keys of ``model``'s list fields, which take a form's one value as a list."""
+    if not _is_model(model):
+        return frozenset()
+    return frozenset(
+        key
+        for key, hint in _fields(model).items()
+        if typing.get_origin(_unwrap(hint)[0]) in (list, tuple, set, frozenset)
+    )
+
+
+def _json_failure(
+    name: str, body: bytes, check: _Check | None, error: msgspec.ValidationError
+) -> Exception:
+    """Return the error for a JSON body that failed validation: every error in it, or a 400
+    "Invalid JSON" when the document is malformed (a typed decode of a truncated document
+    may fail on a field's type before it reaches the end)."""
+    try:
+        document = _JSON_DOCUMENT.decode(body)
+    except UnicodeDecodeError:
+        return BadRequest("Invalid JSON: not valid UTF-8")
+    except (msgspec.DecodeError, RecursionError) as ex:
+        return BadRequest(_invalid_json(ex, body))
+    return _Failure(_every_error(check, document, name, error))
+
+
+def _invalid_json(ex: Exception, body: bytes) -> str:
+    """Say what is wrong with a malformed JSON document, and where (its byte offset)."""
+    message = str(ex)
+    if "byte" not in message:  # msgspec says where, except for a truncated document
+        message = f"{message} (byte {len(body)})"
+    return f"Invalid JSON: {message}"
