@@ -449,6 +449,8 @@ def _to_bool(value: str) -> bool:
 
 def _client_bool(value: str, at: str) -> bool:
     """Read ``value`` as a boolean in any case, or raise msgspec's error for position ``at``."""
+    # SECURITY: ASCII and at most five characters before lower(): no Unicode case mapping
+    # makes one of the spellings out of other text, and a long value is refused unread.
     if len(value) <= _LONGEST_BOOLEAN and value.isascii():
         result = _BOOLEANS.get(value.lower())
         if result is not None:
@@ -610,7 +612,11 @@ _REQUIRED_MARKERS = (typing.Required, typing.NotRequired)
 
 
 def _without_required(hint: Any) -> Any:
-    """Return a TypedDict key's type without ``Required[...]``/``NotRequired[...]``."""
+    """Return a TypedDict key's type without ``Required[...]``/``NotRequired[...]``.
+
+    SECURITY: the markers hid the key's ``int`` from :func:`_scalars`, so a form's
+    ``NotRequired[int]`` went to msgspec's lax conversion, which reads ``"1e3"`` as 1000.
+    """
     if typing.get_origin(hint) is Annotated:
         inner = _without_required(hint.__origin__)
         return hint if inner is hint.__origin__ else Annotated[(inner, *hint.__metadata__)]
