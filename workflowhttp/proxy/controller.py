@@ -12,8 +12,8 @@ import urllib3
 
 from ..errors import BadRequest, ConfigurationError, PayloadTooLarge
 from ..events import HttpEvent
-from ..request import content_length
 from ..extensions import Extension
+from ..request import content_length
 from ..responses import Response
 from ..routing import http, join_paths
 from ..workflow import PROXY_WORKFLOW, walk
