@@ -904,7 +904,7 @@ def test_metrics_processor_counts_requests_by_route_and_status(
     assert sample("workflowhttp_request_failures_total", {"route": "boom"}) == 1
     assert sample("workflowhttp_request_failures_total", {"route": "hello"}) is None
     durations = "workflowhttp_request_duration_seconds_count"
-    assert sample(durations, {"method": "GET", "route": "hello"}) == 3
+    assert sample(durations, {"method": "GET", "route": "hello", "status": "200"}) == 3
     states = "workflowhttp_state_duration_seconds_count"
     assert sample(states, {"state": "controller"}) == 4
     assert sample(states, {"state": "route_not_found"}) == 2

@@ -68,6 +68,7 @@ class HttpEvent:
         "_query",
         "_scoped",
         "_middlewares",
+        "_middleware_failures",
         "_trail",
     )
 
@@ -93,6 +94,8 @@ class HttpEvent:
         self._query: dict[str, list[str]] | None = None
         self._scoped: dict[Any, Any] | None = None
         self._middlewares: list[Any] | None = None
+        # (id(error), "Middleware.step") for each middleware step that raised (for the stream)
+        self._middleware_failures: list[tuple[int, str]] | None = None
         self._trail: Any = None
 
     # -- what the request carries -------------------------------------------------------------

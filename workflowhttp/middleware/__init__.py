@@ -295,10 +295,14 @@ def run_incoming(event: HttpEvent, chain: tuple[CompiledMiddleware, ...]) -> Non
         incoming = middleware.incoming
         if incoming is None:
             continue
-        result = incoming(event)
-        if result is not None:
-            event.send(_response(result, middleware, "incoming", "to answer"))
-            return
+        try:
+            result = incoming(event)
+            if result is not None:
+                event.send(_response(result, middleware, "incoming", "to answer"))
+                return
+        except Exception as ex:
+            _record_failure(event, ex, middleware, "incoming")
+            raise
         if event._next is not None:
             return
 
@@ -312,9 +316,28 @@ def run_outgoing(event: HttpEvent) -> None:
         outgoing = middleware.outgoing
         if outgoing is None:
             continue
-        result = outgoing(event)
-        if result is not None:
-            event.response = _response(result, middleware, "outgoing", "to replace")
+        try:
+            result = outgoing(event)
+            if result is not None:
+                event.response = _response(result, middleware, "outgoing", "to replace")
+        except Exception as ex:
+            _record_failure(event, ex, middleware, "outgoing")
+            raise
+
+
+def _record_failure(
+    event: HttpEvent, error: Exception, middleware: CompiledMiddleware, step: str
+) -> None:
+    """Note on ``event`` which step raised ``error``: the walker sees the kernel listener that
+    runs the chain raise, and the event stream names the step instead (``"Audit.incoming"``).
+
+    The error is noted by its ``id()``, which keeps neither it nor its traceback alive; the
+    stream looks it up while the walker's trace still holds it.
+    """
+    failures = event._middleware_failures
+    if failures is None:
+        failures = event._middleware_failures = []
+    failures.append((id(error), f"{middleware.name}.{step}"))
 
 
 def _response(

@@ -88,7 +88,8 @@ class MetricsProcessor:
 
     Metrics (in ``registry``, default prometheus_client's global one):
     ``workflowhttp_requests_total{method,route,status}``,
-    ``workflowhttp_request_duration_seconds{method,route}`` (histogram),
+    ``workflowhttp_request_duration_seconds{method,route,status}`` (histogram: a 500 that
+    failed fast does not hide among the 200s),
     ``workflowhttp_state_duration_seconds{state}`` (histogram) and
     ``workflowhttp_request_failures_total{route}``. Unmatched requests have route ``""``.
 
@@ -130,8 +131,9 @@ class MetricsProcessor:
             ),
             Histogram(
                 "workflowhttp_request_duration_seconds",
-                "Time from the start of a request to the end of its body.",
-                ["method", "route"],
+                "Time from the start of a request to the end of its body, by method, route "
+                "and status.",
+                ["method", "route", "status"],
                 registry=registry,
             ),
             Histogram(
@@ -154,8 +156,9 @@ class MetricsProcessor:
             self._failed.add(event.request_id)
         elif isinstance(event, RequestFinished):
             route = event.route or ""
-            self.requests.labels(event.method, route, str(event.status)).inc()
-            self.durations.labels(event.method, route).observe(event.duration)
+            status = str(event.status)
+            self.requests.labels(event.method, route, status).inc()
+            self.durations.labels(event.method, route, status).observe(event.duration)
             for state, seconds in event.states.items():
                 self.states.labels(state).observe(seconds)
             if event.request_id in self._failed:
