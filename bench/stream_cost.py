@@ -97,7 +97,7 @@ def _spread(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stream_cost", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=30, help="rounds (default 30)")
+    parser.add_argument("--rounds", type=int, default=50, help="rounds (default 50)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per sample")
     parser.add_argument("--source", help="import workflowhttp from this directory")
     args = parser.parse_args(argv)
