@@ -25,7 +25,7 @@ from .events import (
     members_in_source_order,
 )
 from .extensions import is_extension
-from .kernel import check_request, error_response, kernel_listeners
+from .kernel import error_response, kernel_listeners, request_checks
 from .limits import Limits
 from .middleware import MiddlewareSet
 from .params import build_plan
@@ -97,6 +97,7 @@ class App:
         self.debug = debug
         self.limits = limits or Limits()
         self.request_class = Request.with_limits(self.limits)
+        self._check_request = request_checks(self.limits, self.trusted_hosts)
         controllers = list(controllers)
         self.extensions: tuple[Any, ...] = (
             *_unique(extensions),
@@ -147,7 +148,7 @@ class App:
         if stream is not None:  # give the request its id, and a trace for the walker to fill
             trace, extra_headers = stream.begin(event)
         try:
-            check_request(event)  # SECURITY: before any listener; see check_request
+            self._check_request(environ)  # SECURITY: before any listener; see request_checks
             walk(event, self._listeners, self.limits.max_hops, trace)
             response = event.response
             if response is None:
@@ -170,12 +171,13 @@ class App:
         if stream is not None:
             body = stream.finish(event, status_of(response), body)
         scoped = event._scoped
-        teardowns = scoped.get(TEARDOWNS) if scoped is not None else None
-        if event._request is not None or teardowns:
-            # Uploaded files are spooled to temporary files, generator services wait for
-            # their teardown: both when the server closes the body (after a streamed body
-            # has been sent, too).
-            body = _ClosingBody(body, event._request, teardowns, event.error)
+        if event._request is not None or scoped is not None:
+            teardowns = scoped.get(TEARDOWNS) if scoped is not None else None
+            if event._request is not None or teardowns:
+                # Uploaded files are spooled to temporary files, generator services wait for
+                # their teardown: both when the server closes the body (after a streamed body
+                # has been sent, too).
+                body = _ClosingBody(body, event._request, teardowns, event.error)
         try:
             start_response(status_line, headers)
         except BaseException:
