@@ -72,7 +72,9 @@ class Dev:
             assert self.process.poll() is None, f"dev exited ({last!r}):\n{self.output()}"
             try:
                 answer = self.get(path)
-            except OSError as ex:  # the reloader is starting its next child
+            except (OSError, http.client.HTTPException) as ex:
+                # The reloader is starting its next child, or stopped the last one while it
+                # answered (IncompleteRead): ask again.
                 last = ex
             else:
                 if wanted(answer[0], answer[2]):
