@@ -596,3 +596,36 @@ def test_a_proxy_sits_beside_ordinary_routes(origin):
     assert client.get("/local").json == {"local": True}
     assert client.get("/api/echo").json["path"] == "/echo"
     assert client.get("/nope").status_code == 404
+
+
+def test_the_metrics_processor_counts_upstream_calls_by_endpoint_and_status(origin):
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry
+
+    from workflowhttp.stream.processors import MetricsProcessor
+
+    registry = CollectorRegistry()
+    stream = Stream(lambda: MetricsProcessor(registry))
+    proxy = Proxy("/api", origin.url, name="api")
+    app = App(controllers=[proxy], stream=stream)
+
+    @app.listen(proxy_workflow.on_filter_request)
+    def forge(event: ProxyEvent) -> None:
+        if event.outgoing.path == "/forged":
+            event.send("forged", status=202)
+
+    client = TestClient(app)
+    stream.start()
+    try:
+        for path in ("/api/echo", "/api/echo", "/api/status/418", "/api/forged"):
+            client.get(path)
+        assert stream.flush()
+    finally:
+        stream.shutdown()
+    sample = registry.get_sample_value
+    calls = "workflowhttp_upstream_requests_total"
+    assert sample(calls, {"endpoint": "api", "status": "200", "forged": "false"}) == 2
+    assert sample(calls, {"endpoint": "api", "status": "418", "forged": "false"}) == 1
+    assert sample(calls, {"endpoint": "api", "status": "202", "forged": "true"}) == 1
+    durations = "workflowhttp_upstream_duration_seconds_count"
+    assert sample(durations, {"endpoint": "api"}) == 3  # the forged one called nobody

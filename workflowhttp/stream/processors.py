@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ..proxy.events import TransactionEnded
 from ..responses import Response
 from ..routing import http
 from .events import (
@@ -90,18 +91,20 @@ class MetricsProcessor:
     ``workflowhttp_requests_total{method,route,status}``,
     ``workflowhttp_request_duration_seconds{method,route,status}`` (histogram: a 500 that
     failed fast does not hide among the 200s),
-    ``workflowhttp_state_duration_seconds{state}`` (histogram) and
-    ``workflowhttp_request_failures_total{route}``. Unmatched requests have route ``""``.
+    ``workflowhttp_state_duration_seconds{state}`` (histogram),
+    ``workflowhttp_request_failures_total{route}``, and for the proxy
+    ``workflowhttp_upstream_requests_total{endpoint,status}`` (every transaction: ``forged``
+    is ``"true"`` for one a listener answered) and
+    ``workflowhttp_upstream_duration_seconds{endpoint}`` (until the upstream's headers came).
+    Unmatched requests have route ``""``.
 
     All shards share the metrics, which prometheus_client makes thread-safe; they are created
     once per registry.
     """
 
-    events = (RequestFailed, RequestFinished)
+    events = (RequestFailed, RequestFinished, TransactionEnded)
     # The metric families of each registry, made once: every shard's processor shares them.
-    _families: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any, Any]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _families: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
     _families_lock = threading.Lock()
 
     def __init__(self, registry: Any = None) -> None:
@@ -116,10 +119,12 @@ class MetricsProcessor:
         self.durations: Any = families[1]
         self.states: Any = families[2]
         self.failures: Any = families[3]
+        self.upstream_requests: Any = families[4]
+        self.upstream_durations: Any = families[5]
         self._failed: set[str] = set()
 
     @staticmethod
-    def _make_families(registry: Any) -> tuple[Any, Any, Any, Any]:
+    def _make_families(registry: Any) -> tuple[Any, ...]:
         from prometheus_client import Counter, Histogram
 
         return (
@@ -149,6 +154,18 @@ class MetricsProcessor:
                 ["route"],
                 registry=registry,
             ),
+            Counter(
+                "workflowhttp_upstream_requests_total",
+                "Proxied transactions, by proxy endpoint, status and whether forged.",
+                ["endpoint", "status", "forged"],
+                registry=registry,
+            ),
+            Histogram(
+                "workflowhttp_upstream_duration_seconds",
+                "Time until the upstream's status and headers arrived, by proxy endpoint.",
+                ["endpoint"],
+                registry=registry,
+            ),
         )
 
     def process(self, event: StreamEvent) -> None:
@@ -164,6 +181,11 @@ class MetricsProcessor:
             if event.request_id in self._failed:
                 self._failed.discard(event.request_id)
                 self.failures.labels(route).inc()
+        elif isinstance(event, TransactionEnded):
+            forged = "true" if event.forged else "false"
+            self.upstream_requests.labels(event.endpoint, str(event.status), forged).inc()
+            if event.upstream_seconds is not None:
+                self.upstream_durations.labels(event.endpoint).observe(event.upstream_seconds)
 
     def shutdown(self) -> None:
         self._failed.clear()
