@@ -55,11 +55,6 @@ def _after_fork() -> None:  # a forked worker gets ids of its own
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def transaction_id() -> str:
-    """Return a unique id that sorts by creation time: ``<µs since epoch, hex>-<pid>-<n>``."""
-    return f"{time.time_ns() // 1000:013x}-{_process}-{next(_sequence):x}"
-
-
 class Transaction:
     """What identifies one proxied exchange.
 
@@ -72,15 +67,27 @@ class Transaction:
             headers are not forwarded).
     """
 
-    __slots__ = ("id", "endpoint", "remote", "started_at", "tags", "_started")
+    __slots__ = ("endpoint", "remote", "started_at", "tags", "_started", "_number", "_id")
 
     def __init__(self, endpoint: str, tags: dict[str, str]) -> None:
-        self.id = transaction_id()
+        # PERF: the id is formatted when someone reads it (the stream does); the number that
+        # makes it unique is taken now.
+        self._number = next(_sequence)
+        self._id: str | None = None
         self.endpoint = endpoint
         self.remote: str | None = None
         self.started_at = time.time()
         self.tags = tags
         self._started = time.perf_counter()
+
+    @property
+    def id(self) -> str:
+        """Unique, and sortable by creation time: ``<µs since epoch, hex>-<pid>-<n>``."""
+        made = self._id
+        if made is None:
+            micros = int(self.started_at * 1_000_000)
+            made = self._id = f"{micros:013x}-{_process}-{self._number:x}"
+        return made
 
     @property
     def elapsed(self) -> float:

@@ -72,14 +72,16 @@ def request_headers(
             continue
         if not _is_hop(name, hop):
             headers.add(name, value)
+    # PERF: add(), not item assignment: the loop above skipped these names, so there is
+    # nothing to replace (assignment would scan the list for one).
     peer, forwarded_for = _peer(environ, trust_forwarded)
-    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    headers["X-Forwarded-Proto"] = environ.get("wsgi.url_scheme", "http")
+    headers.add("X-Forwarded-For", f"{forwarded_for}, {peer}" if forwarded_for else peer)
+    headers.add("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http"))
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
     if host:
-        headers["X-Forwarded-Host"] = host
+        headers.add("X-Forwarded-Host", host)
         if preserve_host:
-            headers["Host"] = host
+            headers.add("Host", host)
     return headers, tags
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from urllib3.util import parse_url
 
@@ -61,17 +61,22 @@ class Pool:
         self.check_after = check_after
         self._turn = itertools.count()  # PERF: next() on a count is atomic under the GIL
 
-    def candidates(self) -> Iterator[Upstream]:
-        """Yield the upstreams to try, in order: healthy primaries from the next in turn,
+    def candidates(self) -> list[Upstream]:
+        """Return the upstreams to try, in order: healthy primaries from the next in turn,
         then healthy fallbacks from the next in turn."""
         now = time.monotonic()
+        primary = self.primary
+        if len(primary) == 1 and not self.fallback:  # PERF: the common single upstream
+            return [primary[0]] if primary[0].down_until <= now else []
         turn = next(self._turn)
-        for upstreams in (self.primary, self.fallback):
+        found = []
+        for upstreams in (primary, self.fallback):
             count = len(upstreams)
             for offset in range(count):
                 upstream = upstreams[(turn + offset) % count]
                 if upstream.down_until <= now:
-                    yield upstream
+                    found.append(upstream)
+        return found
 
     def mark_down(self, upstream: Upstream) -> None:
         """Skip ``upstream`` for ``check_after`` seconds."""
