@@ -317,3 +317,48 @@ def test_an_inherited_classmethod_route_gets_the_subclass():
 def test_a_route_on_a_non_callable_is_still_refused():
     with pytest.raises(ConfigurationError, match="not callable"):
         http.GET("/x")(property(lambda self: 1))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/a",
+        "/api/a/b/c",
+        "/api/static",
+        "/api/static/x",
+        "/api/..",
+        "/api/a/../b",
+        "/api/a\\b",
+        "/files/1/rest/of/it",
+        "/files/1",
+        "/api",
+    ],
+)
+def test_the_straight_descent_to_a_path_parameter_agrees_with_the_search(path):
+    from workflowhttp.routing.router import Router, _search
+
+    app = App(controllers=[_rest_api, _rest_static, _rest_files])
+    router: Router = app.router
+    route, found = router.match("GET", router.request_path({"PATH_INFO": path}))
+    captures: list[str] = []
+    allowed: set[str] = set()
+    segments = router.request_path({"PATH_INFO": path})[1:].split("/")
+    expected = _search(router._root, segments, 0, "GET", captures, allowed)
+    assert route is expected
+    if route is not None:
+        assert found == dict(zip(route.param_names, captures, strict=True))
+
+
+@http.GET("/api/{rest:path}")
+def _rest_api(rest: str) -> str:
+    return rest
+
+
+@http.GET("/api/static")
+def _rest_static() -> str:
+    return "static"
+
+
+@http.GET("/files/{id}/{rest:path}")
+def _rest_files(id: int, rest: str) -> str:
+    return rest

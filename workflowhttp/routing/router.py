@@ -260,11 +260,22 @@ class Router:
         plain = "\\" not in path and "\x00" not in path
         node = self._root
         captures: list[str] = []
-        for segment in segments:
+        for index, segment in enumerate(segments):
             child = node.static.get(segment)
             if child is None:
                 child = node.param
-                if child is None or node.patterns or not plain or not segment or segment == "..":
+                if child is None:
+                    # A {name:path} leaf is the search's next choice where there is no
+                    # static, pattern or {name} child (a proxy's /api/{path:path}).
+                    rest = node.rest
+                    if rest is not None and rest.leaf is not None and not node.patterns:
+                        found = _rest_match(rest.leaf, segments, index, method, plain)
+                        if found is not None:
+                            captures.append(found[1])
+                            route = found[0]
+                            return route, dict(zip(route.param_names, captures, strict=True))
+                    break
+                if node.patterns or not plain or not segment or segment == "..":
                     break
                 captures.append(segment)
             node = child
@@ -372,6 +383,21 @@ class _SegmentPattern:
             return None
         values.append(segment[start:end])
         return values
+
+
+def _rest_match(
+    leaf: dict[str, Route], segments: list[str], index: int, method: str, plain: bool
+) -> tuple[Route, str] | None:
+    """Return the {name:path} route for the segments from ``index`` on, and its value, when
+    the full search would take it (the same checks as its ``rest`` branch)."""
+    segment = segments[index]
+    if not plain or not segment or segment == "..":
+        return None
+    tail = segments[index:]
+    if ".." in tail:
+        return None
+    route = _for_method(leaf, method)
+    return None if route is None else (route, "/".join(tail))
 
 
 def _refused(value: str) -> bool:
