@@ -229,26 +229,27 @@ class Gunicorn:
                 process.send_signal(signal.SIGTERM)
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 process.wait(10)
-        _reap_group(process.pid)
+        reap_group(process.pid)
 
 
-def _kill_group(group: int) -> None:
-    with suppress(ProcessLookupError):
+def kill_group(group: int) -> None:
+    """SIGKILL every process of ``group`` (nothing when it is gone)."""
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGKILL)
 
 
-def _reap_group(group: int) -> None:
-    """Make sure no worker of the group outlives its master (SIGKILL any that would)."""
+def reap_group(group: int) -> None:
+    """Make sure nothing of the group outlives its master (SIGKILL whatever would)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
             os.killpg(group, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             return
         time.sleep(0.05)
-    _kill_group(group)
+    kill_group(group)
 
 
 @contextmanager

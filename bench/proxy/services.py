@@ -24,7 +24,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.server import HOST, GunicornInfo, free_ports
+from bench.server import HOST, GunicornInfo, free_ports, kill_group, reap_group
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 START_DEADLINE = 45.0  # seconds for a new service to answer (HARP takes a few seconds)
@@ -144,28 +144,11 @@ class Service:
                 process.send_signal(signal.SIGTERM)
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 process.wait(10)
-        _reap_group(process.pid)
+        reap_group(process.pid)
         with suppress(ValueError):
             _started.remove(self)
-
-
-def _kill_group(group: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)
-
-
-def _reap_group(group: int) -> None:
-    """Make sure nothing of the group outlives its master (SIGKILL whatever would)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
-    _kill_group(group)
 
 
 def stop_all() -> None:
