@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.sansio.utils import host_is_trusted
@@ -33,7 +33,7 @@ from .events import HttpEvent
 from .limits import Limits
 from .middleware import run_incoming, run_outgoing
 from .request import check_query_string, content_length
-from .responses import JSONResponse, Response, copy_response, render
+from .responses import JSON, JSONResponse, Response, copy_response, render
 from .workflow import (
     ACCESS_DENIED,
     AUTH,
@@ -173,7 +173,9 @@ _PARAMETERS_FAILED = ParametersFailed([])
 
 def send_not_found(event: HttpEvent) -> None:
     if event._next is None:
-        event.send(error_response(_NOT_FOUND, event))
+        # PERF: the commonest error answer is rendered once (by http_error_response, which
+        # error_response uses for every HTTPError) and sent as a fresh response around it.
+        event.send(Response(_NOT_FOUND_BODY, 404, None, JSON))
 
 
 def send_method_not_allowed(event: HttpEvent) -> None:
@@ -261,7 +263,7 @@ def error_response(
     message, any other error with its traceback; ``debug`` adds both to the body.
     """
     if isinstance(error, HTTPError):
-        return JSONResponse(error.to_body(), error.status, error.headers)
+        return http_error_response(error)
     if isinstance(error, HTTPException) and (error.code or error.response is not None):
         return _werkzeug_error_response(error, event.environ)
     environ = event.environ
@@ -278,6 +280,11 @@ def error_response(
         body["error"] = f"{type(error).__name__}: {error}"
         body["traceback"] = traceback.format_exception(error)
     return JSONResponse(body, 500)
+
+
+def http_error_response(error: HTTPError) -> JSONResponse:
+    """Return the JSON response of an ``HTTPError``: its status, message and headers."""
+    return JSONResponse(error.to_body(), error.status, error.headers)
 
 
 def _werkzeug_error_response(
@@ -365,3 +372,7 @@ def kernel_listeners(*, middleware: bool) -> Kernel:
         + _AFTER_ROUTE_MIDDLEWARE
         + _OUTGOING_MIDDLEWARE
     )
+
+
+# Rendered once, by the renderer of every HTTPError (see send_not_found).
+_NOT_FOUND_BODY = cast(bytes, http_error_response(_NOT_FOUND).body)
