@@ -286,14 +286,26 @@ def query_field_count(query_string: str) -> int:
 def parse_query(query_string: str, max_params: int) -> dict[str, list[str]]:
     """Parse a raw WSGI ``QUERY_STRING`` into ``name → [values]``.
 
+    PERF: every request's query string passed :func:`check_query_string` before the walk
+    (the request checks), so it is not scanned again here; what a listener may have put in
+    the environ since is still refused cleanly.
+
     Raises:
-        BadRequest: see :func:`check_query_string`.
+        BadRequest: invalid UTF-8 or more than ``max_params`` fields.
     """
     if not query_string:
         return {}
-    pairs = parse_qsl(
-        check_query_string(query_string, max_params), keep_blank_values=True, errors="strict"
-    )
+    if not query_string.isascii():
+        try:
+            query_string = query_string.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise BadRequest("Invalid query string encoding") from None
+    if query_field_count(query_string) > max_params:  # an environ a listener changed
+        raise BadRequest(f"Too many parameters (at most {max_params})")
+    try:
+        pairs = parse_qsl(query_string, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("Invalid query string encoding") from None
     query: dict[str, list[str]] = {}
     for name, value in pairs:
         values = query.get(name)
