@@ -126,6 +126,25 @@ class Server:
         return self.log.read_text("utf-8", errors="replace")
 
 
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Write raw ``data`` on a new connection; return all it receives until the server
+    closes it (or resets it, or ``timeout`` seconds in all)."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        while time.monotonic() < deadline:
+            connection.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                chunk = connection.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

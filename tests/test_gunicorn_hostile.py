@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.servers import Answer, Server, serving, start, stop, wait_for_exit
+from tests.servers import Answer, Server, exchange, serving, start, stop, wait_for_exit
 
 pytestmark = pytest.mark.gunicorn
 
@@ -88,27 +88,6 @@ class RawResponse(NamedTuple):
     status: int
     headers: dict[str, str]
     body: bytes
-
-
-def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Write ``data`` on a new connection; return all it receives until the server closes it
-    (or ``timeout`` seconds in all)."""
-    received = b""
-    deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        connection.sendall(data)
-        while time.monotonic() < deadline:
-            connection.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                chunk = connection.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
 
 
 def parse_responses(data: bytes) -> list[RawResponse]:

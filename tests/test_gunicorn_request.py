@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import time
 import zlib
 from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import Server, serving, start
+from tests.servers import Server, exchange, serving, start
 
 pytestmark = pytest.mark.gunicorn
 
@@ -30,24 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("request")
     with serving(start(APP, directory, workers=1, graceful_timeout=5)) as running:
         yield running
-
-
-def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Write ``data`` on a new connection; return what arrives until the server closes it."""
-    received = b""
-    deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        connection.sendall(data)
-        while time.monotonic() < deadline:
-            connection.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                chunk = connection.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
 
 
 def status_and_body(received: bytes) -> tuple[int, bytes]:
