@@ -221,17 +221,20 @@ class Gunicorn:
 
     def stop(self) -> None:
         """SIGTERM the master; SIGKILL its process group if it outlives :data:`STOP_TIMEOUT`."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            try:
-                process.send_signal(signal.SIGTERM)
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                kill_group(process.pid)
-                process.wait(10)
-        reap_group(process.pid)
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM ``process``; SIGKILL its group if it outlives ``timeout``; reap the group."""
+    if process.poll() is None:
+        try:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            process.wait(10)
+    reap_group(process.pid)
 
 
 def kill_group(group: int) -> None:

@@ -15,7 +15,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.server import HOST, GunicornInfo, free_ports, kill_group, reap_group
+from bench.server import HOST, GunicornInfo, free_ports, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 START_DEADLINE = 45.0  # seconds for a new service to answer (HARP takes a few seconds)
@@ -136,17 +135,9 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM the master; SIGKILL its process group if it outlives :data:`STOP_TIMEOUT`."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return
-        if process.poll() is None:
-            try:
-                process.send_signal(signal.SIGTERM)
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                kill_group(process.pid)
-                process.wait(10)
-        reap_group(process.pid)
+        stop_process(self.process, STOP_TIMEOUT)
         with suppress(ValueError):
             _started.remove(self)
 
