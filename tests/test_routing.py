@@ -510,13 +510,36 @@ def test_mixed_segment_beats_a_simple_parameter():
     assert client.get("/files/a.txt").text == "other a.txt"
 
 
-def test_path_converter_must_end_the_path():
-    @http.GET("/files/{rest:path}/tail")
-    def bad(rest: str) -> str:
+def test_only_static_segments_may_follow_a_path_converter():
+    @http.GET("/files/{rest:path}/{tail}")
+    def bad(rest: str, tail: str) -> str:
         return rest
 
-    with pytest.raises(ConfigurationError, match="must end the path"):
+    with pytest.raises(ConfigurationError, match="only static segments may follow"):
         App(controllers=[bad])
+
+
+def test_a_path_converter_followed_by_static_segments():
+    @http.GET("/{resource:path}/_hooks/route")
+    def hook(resource: str) -> str:
+        return "hook " + resource
+
+    @http.GET("/{resource:path}/edit")
+    def edit(resource: str) -> str:
+        return "edit " + resource
+
+    @http.GET("/{anything:path}")
+    def other(anything: str) -> str:
+        return "other " + anything
+
+    client = client_for(hook, edit, other)
+    assert client.get("/data/a/_hooks/route").text == "hook data/a"
+    assert client.get("/d/_hooks/route/").text == "hook d"
+    assert client.get("/a/b/c/edit").text == "edit a/b/c"
+    assert client.get("/_hooks/route").text == "other _hooks/route"  # the value is not empty
+    assert client.get("/a/_hooks/route/x").text == "other a/_hooks/route/x"
+    assert client.get("/a/../_hooks/route").status_code == 404  # SECURITY: no '..' value
+    assert client.post("/a/edit").status_code == 405
 
 
 def test_unknown_converter_is_a_configuration_error():

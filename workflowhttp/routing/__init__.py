@@ -4,7 +4,8 @@ Decorators only *describe* routes: they attach a :class:`RouteSpec` to the funct
 it unchanged. Nothing is registered globally, so several apps can share controllers.
 
 Paths are templates with ``{name}`` segments (one non-empty segment) and ``{name:path}`` (the
-rest of the path, one or more segments). A segment may mix text and parameters
+rest of the path, one or more segments; only static segments may follow it, as in
+``/{resource:path}/edit``). A segment may mix text and parameters
 (``/files/{name}.{ext}``): every parameter but the last ends at the first occurrence of the
 text that follows it, so it never contains that text; the last one takes everything up to the
 segment's fixed ending (``{a}-{b}.txt`` matches ``x-y-z.txt`` with ``a="x"``, ``b="y-z"``).

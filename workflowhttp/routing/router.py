@@ -110,13 +110,16 @@ def _unbound(event: Any) -> Any:
 class _Node:
     """One segment position of the segment tree."""
 
-    __slots__ = ("static", "patterns", "param", "rest", "leaf")
+    __slots__ = ("static", "patterns", "param", "rest", "suffixed", "leaf")
 
     def __init__(self) -> None:
         self.static: dict[str, _Node] = {}
         self.patterns: dict[tuple[str, ...], tuple[_SegmentPattern, _Node]] = {}
         self.param: _Node | None = None
         self.rest: _Node | None = None  # the {name:path} leaf below this node
+        # {name:path} followed by static segments ("/{resource:path}/_hooks/route"): the
+        # leaf of each static suffix, longest suffix first.
+        self.suffixed: dict[tuple[str, ...], _Node] = {}
         self.leaf: dict[str, Route] | None = None
 
 
@@ -200,10 +203,20 @@ class Router:
             converter = params[0][1]
             if len(params) == 1 and PARAM.fullmatch(segment):
                 if converter == "path":
-                    if index != len(segments) - 1:
-                        raise ConfigurationError(f"{{...:path}} must end the path: {path}")
-                    node.rest = node.rest or _Node()
-                    return node.rest
+                    if index == len(segments) - 1:
+                        node.rest = node.rest or _Node()
+                        return node.rest
+                    suffix = tuple(segments[index + 1 :])
+                    if any(parse_template(part) for part in suffix):
+                        raise ConfigurationError(
+                            f"only static segments may follow {{...:path}}: {path}"
+                        )
+                    if suffix not in node.suffixed:
+                        node.suffixed[suffix] = _Node()
+                        node.suffixed = dict(
+                            sorted(node.suffixed.items(), key=lambda item: -len(item[0]))
+                        )
+                    return node.suffixed[suffix]
                 if converter is not None:
                     raise ConfigurationError(f"unknown converter {converter!r} in {path}")
                 node.param = node.param or _Node()
@@ -268,7 +281,12 @@ class Router:
                     # A {name:path} leaf is the search's next choice where there is no
                     # static, pattern or {name} child (a proxy's /api/{path:path}).
                     rest = node.rest
-                    if rest is not None and rest.leaf is not None and not node.patterns:
+                    if (
+                        rest is not None
+                        and rest.leaf is not None
+                        and not node.patterns
+                        and not node.suffixed
+                    ):
                         found = _rest_match(rest.leaf, segments, index, method, plain)
                         if found is not None:
                             captures.append(found[1])
@@ -460,6 +478,19 @@ def _search(
         if found is not None:
             return found
         captures.pop()
+    for suffix, child in node.suffixed.items():
+        # The static suffix is compared once, from the end: "/a/b/_hooks/route" gives
+        # {resource} "a/b". Checked before the plain {name:path}, being more specific.
+        end = len(segments) - len(suffix)
+        if end > index and child.leaf is not None and tuple(segments[end:]) == suffix:
+            tail = segments[index:end]
+            if "" not in tail and ".." not in tail:
+                value = "/".join(tail)
+                if not _refused(value):
+                    route = _pick(child.leaf, method, allowed)
+                    if route is not None:
+                        captures.append(value)
+                        return route
     rest = node.rest
     if rest is not None and rest.leaf is not None:
         tail = segments[index:]
