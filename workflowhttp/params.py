@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .di import Container
     from .events import HttpEvent
 
-__all__ = ["Body", "Cookie", "Header", "ParameterPlan", "Query", "build_plan"]
+__all__ = ["Body", "Cookie", "Header", "ParameterPlan", "Query", "build_plan", "json_errors"]
 
 _MISSING: Any = object()
 Resolver = Callable[["HttpEvent"], Any]
@@ -1059,6 +1059,35 @@ def _list_fields(model: Any) -> frozenset[str]:
         for key, hint in _fields(model).items()
         if typing.get_origin(_unwrap(hint)[0]) in (list, tuple, set, frozenset)
     )
+
+
+def json_errors(annotation: Any, body: bytes) -> tuple[Any, list[dict[str, str]]]:
+    """Decode the JSON ``body`` generically; return it and every error it has as ``annotation``.
+
+    The errors are those a body parameter of that type reports (each problem, with its dotted
+    path); none when the document is valid. For code that validates a document beyond its
+    types and reports both kinds of problem together (the hooks' registrations).
+
+    Raises:
+        BadRequest: the document is malformed ("Invalid JSON", with the byte offset).
+    """
+    try:
+        document = _JSON_DOCUMENT.decode(body)
+    except UnicodeDecodeError:
+        raise BadRequest("Invalid JSON: not valid UTF-8") from None
+    except (msgspec.DecodeError, RecursionError) as ex:
+        raise BadRequest(_invalid_json(ex, body)) from None
+    decoder, check = _json_checker(annotation)
+    try:
+        decoder.decode(body)
+    except msgspec.ValidationError as ex:
+        return document, _every_error(check, document, "body", ex)
+    return document, []
+
+
+@functools.lru_cache(maxsize=64)
+def _json_checker(annotation: Any) -> tuple[msgspec.json.Decoder[Any], _Check]:
+    return msgspec.json.Decoder(annotation), _compile_check(annotation, _JSON_RULES, {})
 
 
 def _json_failure(

@@ -137,23 +137,13 @@ class Proxy(Extension):
 
     # -- one transaction --------------------------------------------------------------------
 
+    #: Set to answer transactions in process instead of over HTTP: called in ``forward`` with
+    #: the event, it sets the response (the hooks' local destinations use it).
+    dispatch: Any = None
+
     def handle(self, event: HttpEvent) -> Response:
         """Walk one transaction through the proxy workflow; return the response to send."""
-        environ = event.environ
-        headers, tags = request_headers(
-            environ,
-            trust_forwarded=event.app.trusts_forwarded,
-            preserve_host=self.preserve_host,
-        )
-        body, length = _request_body(event)
-        outgoing = Outgoing(
-            environ["REQUEST_METHOD"],
-            _path_below(environ, self.base_path),
-            environ.get("QUERY_STRING", ""),
-            headers,
-            body,
-            length,
-        )
+        outgoing, tags = self.outgoing(event)
         transaction = Transaction(self.name, tags)
         proxy_event = ProxyEvent(event, self, transaction, outgoing)
         stream = event.app.stream
@@ -183,7 +173,34 @@ class Proxy(Extension):
             proxy_event.discard_upstream()
             _ended(proxy_event, 0, None, error=True)
             raise
-        return _relay(proxy_event)
+        return self.relay(proxy_event)
+
+    def outgoing(self, event: HttpEvent) -> tuple[Outgoing, dict[str, str]]:
+        """Return the request to send upstream for ``event``, and its ``X-Proxy-Tag`` tags."""
+        environ = event.environ
+        headers, tags = request_headers(
+            environ,
+            trust_forwarded=event.app.trusts_forwarded,
+            preserve_host=self.preserve_host,
+        )
+        body, length = _request_body(event)
+        outgoing = Outgoing(
+            environ["REQUEST_METHOD"],
+            self.outgoing_path(environ),
+            environ.get("QUERY_STRING", ""),
+            headers,
+            body,
+            length,
+        )
+        return outgoing, tags
+
+    def outgoing_path(self, environ: dict[str, Any]) -> str:
+        """Return the path sent upstream: the request's below the base path, as received."""
+        return _path_below(environ, self.base_path)
+
+    def relay(self, event: ProxyEvent) -> Response:
+        """Return the response the HTTP workflow sends for the finished transaction."""
+        return _relay(event)
 
     def __repr__(self) -> str:
         return f"<Proxy {self.base_path} → {', '.join(u.url for u in self.pool.primary)}>"

@@ -72,6 +72,9 @@ def forward(event: ProxyEvent) -> None:
     if event._next is not None:
         return
     proxy = event.proxy
+    if proxy.dispatch is not None:  # answered in process (a hook's local destination)
+        proxy.dispatch(event)
+        return
     outgoing = event.outgoing
     body = outgoing.body
     if isinstance(body, str):

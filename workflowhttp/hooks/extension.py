@@ -1,0 +1,355 @@
+"""The :class:`Hooks` extension: the registration routes, the route listener, the lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import threading
+from typing import Annotated, Any
+
+import msgspec
+import urllib3
+
+from ..errors import (
+    ConfigurationError,
+    NotFound,
+    ParametersFailed,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from ..events import HttpEvent
+from ..extensions import Extension
+from ..kernel import loggable
+from ..params import Body, Header, Query
+from ..proxy.kernel import KERNEL as PROXY_KERNEL
+from ..responses import JSONResponse
+from ..routing import Route, Router, http
+from ..stream.events import StreamEvent
+from ..workflow import ROUTE
+from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected
+from .registry import Registry, RouteHook
+from .specs import AllowedDestinations, RouteSpec, expiry, parse_route
+from .storage import Record, Storage, StorageUnavailable, open_storage
+
+__all__ = ["HOOK", "Hooks", "HooksChanged"]
+
+logger = logging.getLogger("workflowhttp.hooks")
+
+#: The environ key holding the :class:`RouteHook` that claimed a request.
+HOOK = "workflowhttp.hook"
+_MiB = 1024 * 1024
+
+
+class HooksChanged(StreamEvent, frozen=True, gc=False):
+    """The worker's index of hooks changed: how many of each kind apply now."""
+
+    kind: str
+    count: int
+
+
+class Hooks(Extension):
+    """Hooks registered over HTTP at run time (after Gateleen's hook handler; DESIGN.md §8).
+
+    ``PUT <resource>/_hooks/route`` with ``{"destination": ...}`` forwards every request to the
+    resource and below it to the destination (a local path, answered in process, or an
+    external URL under ``allowed_destinations``) through the proxy's machinery. See
+    ``docs/hooks.md``.
+
+    Args:
+        storage: ``"sqlite:///path"`` (default: ``hooks.sqlite3`` in the working directory;
+            one file per machine), ``"redis://host:port/db"`` (the ``redis`` extra; shared by
+            every machine), or a :class:`~workflowhttp.hooks.storage.Storage`.
+        allowed_destinations: External URLs hooks may forward to (each allows the paths below
+            it); none by default: only local paths.
+        root: The path under which hooks are registered and apply.
+        poll_interval: Seconds between checks for changes made by other workers (SQLite).
+        reload_interval: Seconds between full reloads whatever was heard (a missed Redis
+            message heals).
+        sweep_interval: Seconds between removals of expired hooks from the storage.
+        pool_size: Keep-alive connections kept per external destination.
+        max_buffer: Most bytes a proxy listener may buffer of a hooked answer.
+        default_expiry: Seconds a hook lives without ``X-Expire-After`` (Gateleen's hour).
+    """
+
+    def __init__(
+        self,
+        storage: str | Storage = "sqlite:///hooks.sqlite3",
+        *,
+        allowed_destinations: list[str] | tuple[str, ...] = (),
+        root: str = "/",
+        poll_interval: float = 0.2,
+        reload_interval: float = 5.0,
+        sweep_interval: float = 60.0,
+        pool_size: int = 32,
+        max_buffer: int = 10 * _MiB,
+        default_expiry: int = 3600,
+    ) -> None:
+        if not isinstance(root, str) or not root.startswith("/"):
+            raise ConfigurationError(f"hooks root must be a path starting with '/': {root!r}")
+        if isinstance(allowed_destinations, str):
+            allowed_destinations = [allowed_destinations]
+        try:
+            self.allowed = AllowedDestinations(allowed_destinations)
+        except ValueError as ex:
+            raise ConfigurationError(str(ex)) from None
+        for label, value in (
+            ("poll_interval", poll_interval),
+            ("reload_interval", reload_interval),
+            ("sweep_interval", sweep_interval),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"hooks {label} must be a positive number: {value!r}")
+        self.root = root.rstrip("/") + "/"
+        self.storage = open_storage(storage)
+        self.pool_size = pool_size
+        self.max_buffer = max_buffer
+        self.default_expiry = default_expiry
+        self.registry = Registry(
+            self.storage,
+            self.allowed,
+            self._make_proxy,
+            poll_interval=poll_interval,
+            reload_interval=reload_interval,
+            sweep_interval=sweep_interval,
+            on_change=self._changed,
+        )
+        self._client: urllib3.PoolManager | None = None
+        self._lock = threading.Lock()
+        self._app: Any = None
+        self._registration = Router()
+        self._forward_route: Route | None = None
+        self.controllers = self._routes()
+        # The route listener, and the proxy workflow's kernel (hooked requests are proxy
+        # transactions; the app dedupes it when a Proxy brings it too).
+        self.kernel = ((ROUTE, 50, self._on_route), *PROXY_KERNEL)
+
+    # -- the lifecycle --------------------------------------------------------------------
+
+    def start(self, app: Any) -> None:
+        """Open the storage, load the index, start following changes (in each worker)."""
+        self._app = app
+        mine = [route for route in app.router.routes if route.data.get("hooks") is self]
+        self._registration = Router()
+        self._registration.add(*mine)
+        route = app.router.adopt(self._forward)
+        route.name = "hooks.forward"
+        route.groups = ("hooked",)
+        self._forward_route = route
+        self.storage.open()
+        self.registry.start()
+
+    def stop(self, app: Any) -> None:
+        self.registry.stop()
+        self.storage.close()
+        client, self._client = self._client, None
+        if client is not None:
+            client.clear()
+
+    @property
+    def client(self) -> urllib3.PoolManager:
+        """The worker's pooled client for external destinations, made on first use."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = urllib3.PoolManager(
+                        num_pools=64, maxsize=self.pool_size, block=False
+                    )
+        return client
+
+    def _make_proxy(self, hook: RouteHook) -> HookProxy:
+        return HookProxy(hook, self)
+
+    def _changed(self, counts: dict[str, int]) -> None:
+        stream = self._app.stream if self._app is not None else None
+        if stream is not None:
+            for kind, count in counts.items():
+                stream.send(HooksChanged(kind, count), key="hooks")
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _on_route(self, event: HttpEvent) -> None:
+        """Claim registration requests, then hooked ones (``route``, priority 50)."""
+        if event._next is not None:
+            return
+        environ = event.environ
+        raw_path = environ.get("PATH_INFO") or "/"
+        if "/_hooks" in raw_path:
+            # Registration requests are the hooks' own routes, whatever the app's routes
+            # (a catch-all never shadows them), and are never hooked themselves.
+            method = environ["REQUEST_METHOD"]
+            route, found = self._registration.match(
+                method, self._registration.request_path(environ)
+            )
+            if route is not None:
+                event.route_found(route, found)
+            return
+        routes = self.registry.routes
+        if not routes.depths:  # PERF: no route hook: one attribute read and out
+            return
+        path = self._registration.request_path(environ)
+        if not path.startswith(self.root) and path + "/" != self.root:
+            return
+        hook = routes.find(environ["REQUEST_METHOD"], path, environ)
+        if hook is None:
+            return
+        chain = environ.get(CHAIN, ())
+        if hook.resource in chain or len(chain) >= MAX_CHAIN:
+            raise LoopDetected(f"the request came back to the hook on {hook.resource}")
+        environ[HOOK] = hook
+        event.route_found(self._forward_route)  # type: ignore[arg-type]
+
+    def _forward(self, event: HttpEvent) -> Any:
+        hook: RouteHook = event.environ[HOOK]
+        return hook.proxy.handle(event)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def _routes(self) -> tuple[Any, ...]:
+        hooks = self
+        resource_path = f"{self.root}{{resource:path}}/_hooks/route"
+
+        def register_route(
+            event: HttpEvent,
+            resource: str,
+            body: Annotated[bytes, Body()],
+            expire_after: Annotated[str | None, Header("X-Expire-After")] = None,
+        ) -> JSONResponse:
+            """Register (or replace) the route hook of a resource."""
+            return hooks._register_route(event, hooks._resource(resource), body, expire_after)
+
+        def show_route(resource: str) -> JSONResponse:
+            """Return the route hook registered on a resource."""
+            return hooks._show("route", hooks._resource(resource))
+
+        def unregister_route(event: HttpEvent, resource: str) -> JSONResponse:
+            """Remove the route hook of a resource (404 when there was none)."""
+            return hooks._unregister(event, "route", hooks._resource(resource), "")
+
+        def list_routes(q: Annotated[str, Query()] = "") -> JSONResponse:
+            """List the route hooks; ``q`` keeps those whose destination holds it."""
+            return hooks._list("route", q)
+
+        declared = (
+            (
+                http.PUT(resource_path).name("hooks.route.register").data("body", RouteSpec),
+                register_route,
+            ),
+            (http.GET(resource_path).name("hooks.route.show"), show_route),
+            (http.DELETE(resource_path).name("hooks.route.unregister"), unregister_route),
+            (http.GET(f"{self.root}_hooks/routes").name("hooks.routes"), list_routes),
+        )
+        for spec, function in declared:
+            function.__qualname__ = f"Hooks.{function.__name__}"
+            spec.group("hooks").data("hooks", self).description(function.__doc__ or "")(function)
+        return tuple(function for _, function in declared)
+
+    def _resource(self, value: str) -> str:
+        return f"{self.root}{value}".rstrip("/")
+
+    def _register_route(
+        self, event: HttpEvent, resource: str, body: bytes, expire_after: str | None
+    ) -> JSONResponse:
+        _require_json(event.environ)
+        spec, problems = parse_route(body, resource, self.allowed, event.app.limits.max_json_depth)
+        expires_at = None
+        try:
+            expires_at = expiry(expire_after, self.default_expiry)
+        except ParametersFailed as ex:
+            problems.extend(ex.errors)
+        if problems or spec is None:
+            raise ParametersFailed(problems, "Invalid route hook")
+        record = Record("route", resource, "", msgspec.json.encode(spec), expires_at)
+        self._write(self.storage.put, record)
+        logger.info(
+            "hooks: route hook on %s → %s registered by %s (expires %s)",
+            loggable(resource),
+            loggable(spec.destination),
+            loggable(event.environ.get("REMOTE_ADDR", "-")),
+            _when(expires_at),
+        )
+        return JSONResponse(_described(record, spec), 200)
+
+    def _unregister(self, event: HttpEvent, kind: str, resource: str, id: str) -> JSONResponse:
+        if not self._write(self.storage.delete, kind, resource, id):
+            raise NotFound(f"no {kind} hook on {resource}")
+        logger.info(
+            "hooks: %s hook on %s unregistered by %s",
+            kind,
+            loggable(resource),
+            loggable(event.environ.get("REMOTE_ADDR", "-")),
+        )
+        return JSONResponse({"message": f"{kind} hook removed", "resource": resource}, 200)
+
+    def _show(self, kind: str, resource: str) -> JSONResponse:
+        for record in self._records():
+            if record.kind == kind and record.resource == resource:
+                spec = _decoded(record)
+                if spec is not None:
+                    return JSONResponse(_described(record, spec), 200)
+        raise NotFound(f"no {kind} hook on {resource}")
+
+    def _list(self, kind: str, q: str) -> JSONResponse:
+        found = []
+        for record in sorted(self._records(), key=lambda r: (r.resource, r.id)):
+            if record.kind != kind:
+                continue
+            spec = _decoded(record)
+            if spec is not None and q in spec.destination:
+                found.append(_described(record, spec))
+        return JSONResponse({f"{kind}s": found}, 200)
+
+    def _records(self) -> list[Record]:
+        try:
+            return self.storage.records()
+        except StorageUnavailable as ex:
+            raise ServiceUnavailable(f"hooks storage unavailable: {ex}") from None
+
+    def _write(self, action: Any, *args: Any) -> Any:
+        """Run a storage write, then bring this worker's index up to date at once."""
+        try:
+            result = action(*args)
+        except StorageUnavailable as ex:
+            logger.warning("hooks: registration refused, storage unavailable: %s", ex)
+            raise ServiceUnavailable("hooks storage unavailable; try again later") from None
+        # Written; if the storage went away meanwhile, the thread reloads once it is back.
+        with contextlib.suppress(StorageUnavailable):
+            self.registry.reload()
+        return result
+
+    def __repr__(self) -> str:
+        return f"<Hooks {self.root} on {self.storage!r}>"
+
+
+def _require_json(environ: dict[str, Any]) -> None:
+    """SECURITY: a registration body must say it is JSON, as every JSON body parameter must
+    (a cross-site form post, which needs no CORS preflight, cannot register a hook)."""
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"A registration is JSON, not {mimetype or 'a body without Content-Type'}"
+        )
+
+
+def _decoded(record: Record) -> RouteSpec | None:
+    try:
+        return msgspec.json.decode(record.spec, type=RouteSpec)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _described(record: Record, spec: RouteSpec) -> dict[str, Any]:
+    return {
+        "resource": record.resource,
+        **msgspec.to_builtins(spec),
+        "expires": _when(record.expires_at),
+    }
+
+
+def _when(expires_at: float | None) -> str | None:
+    if expires_at is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

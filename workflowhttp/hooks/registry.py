@@ -1,0 +1,316 @@
+"""Each worker's in-memory index of the hooks, kept in step with the storage.
+
+Requests read only :attr:`Registry.routes` (a :class:`RouteIndex`, replaced whole on each
+reload, so a request never sees half a change). A thread per worker waits for the storage to
+say something changed (SQLite: ``PRAGMA data_version`` polled; Redis: pub/sub), reloads, and
+also reloads every ``reload_interval`` seconds whatever it heard (a missed message heals) and
+sweeps expired records every ``sweep_interval`` seconds. While the storage is unreachable the
+index stays as it was: requests keep being answered, and it catches up once the storage is
+back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .specs import (
+    AllowedDestinations,
+    HeaderRule,
+    RouteSpec,
+    compile_pattern,
+    is_local,
+    route_problems,
+)
+from .storage import Record, Storage, StorageUnavailable
+
+__all__ = ["Registry", "RouteHook", "RouteIndex"]
+
+logger = logging.getLogger("workflowhttp.hooks")
+
+_decode_route = msgspec.json.Decoder(RouteSpec).decode
+
+
+class RouteHook:
+    """A compiled route hook: what it matches and where it forwards.
+
+    Attributes:
+        resource: The hooked path (decoded, no trailing slash).
+        spec: The registration as validated.
+        expires_at: Wall-clock expiry (``None``: never).
+        local: Whether the destination is a path of this app (dispatched in process).
+        proxy: The :class:`~workflowhttp.proxy.Proxy` that forwards its requests (made by
+            :class:`~workflowhttp.hooks.Hooks`).
+    """
+
+    __slots__ = (
+        "resource",
+        "spec",
+        "expires_at",
+        "methods",
+        "headers_filter",
+        "rules",
+        "translate",
+        "local",
+        "proxy",
+    )
+
+    def __init__(self, resource: str, spec: RouteSpec, expires_at: float | None) -> None:
+        self.resource = resource
+        self.spec = spec
+        self.expires_at = expires_at
+        self.methods = frozenset(spec.methods) if spec.methods else None
+        self.headers_filter = (
+            compile_pattern(spec.headersFilter) if spec.headersFilter is not None else None
+        )
+        self.rules = tuple(_rule(rule) for rule in spec.headers)
+        self.translate = tuple(
+            (compile_pattern(pattern), status) for pattern, status in spec.translateStatus.items()
+        )
+        self.local = is_local(spec.destination)
+        self.proxy: Any = None
+
+    def applies(self, method: str, environ: dict[str, Any]) -> bool:
+        """Return whether the request's method and headers are the hook's."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        pattern = self.headers_filter
+        return pattern is None or any(
+            pattern.fullmatch(line) is not None for line in header_lines(environ)
+        )
+
+    def translated(self, status: int) -> int:
+        """Return the status ``translateStatus`` maps ``status`` to (itself when none does)."""
+        text = str(status)
+        for pattern, translated in self.translate:
+            if pattern.fullmatch(text) is not None:
+                return translated
+        return status
+
+    def __repr__(self) -> str:
+        return f"<RouteHook {self.resource} → {self.spec.destination}>"
+
+
+def _rule(rule: HeaderRule) -> tuple[str, str | None, str]:
+    return rule.header, rule.value or None, rule.mode or "set"
+
+
+def header_lines(environ: dict[str, Any]) -> list[str]:
+    """Return the request's headers as ``name: value`` lines, names in lower case (the form
+    ``headersFilter`` regexes match, as Gateleen's do)."""
+    lines = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            lines.append(f"{key[5:].lower().replace('_', '-')}: {value}")
+    if "CONTENT_TYPE" in environ:
+        lines.append(f"content-type: {environ['CONTENT_TYPE']}")
+    if "CONTENT_LENGTH" in environ:
+        lines.append(f"content-length: {environ['CONTENT_LENGTH']}")
+    return lines
+
+
+class RouteIndex:
+    """The route hooks by resource; finds the longest registered prefix of a path.
+
+    The cost of :meth:`find` is bounded by the registered resources' depth, not by the path:
+    it looks up at most one prefix per registered depth (a dict lookup each), whatever the
+    number of hooks, and scans the path once.
+    """
+
+    __slots__ = ("routes", "depths", "deepest")
+
+    def __init__(self, routes: dict[str, RouteHook]) -> None:
+        self.routes = routes
+        self.depths = tuple(sorted({resource.count("/") for resource in routes}, reverse=True))
+        self.deepest = self.depths[0] if self.depths else 0
+
+    def find(self, method: str, path: str, environ: dict[str, Any]) -> RouteHook | None:
+        """Return the hook that claims a request for ``path`` (decoded, no trailing slash)."""
+        # The ends of the path's first 1..deepest segments, found in one scan.
+        ends: list[int] = []
+        position = 0
+        deepest = self.deepest
+        while len(ends) < deepest:
+            position = path.find("/", position + 1)
+            if position < 0:
+                ends.append(len(path))
+                break
+            ends.append(position)
+        now = 0.0
+        routes = self.routes
+        for depth in self.depths:
+            if depth > len(ends):
+                continue
+            hook = routes.get(path[: ends[depth - 1]])
+            if hook is None:
+                continue
+            if hook.expires_at is not None:
+                now = now or time.time()
+                if hook.expires_at <= now:  # expired: never applies, swept or not
+                    continue
+            if hook.applies(method, environ):
+                return hook
+        return None
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+
+_EMPTY = RouteIndex({})
+
+
+class Registry:
+    """One worker's index of the hooks in ``storage``.
+
+    Args:
+        storage: The backend.
+        allowed: The allowed external destinations (a stored hook outside them is skipped:
+            the list may have shrunk since it was registered).
+        make_proxy: Builds the proxy that forwards a route hook's requests.
+        on_change: Called with the counts by kind after each reload that changed them.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        allowed: AllowedDestinations,
+        make_proxy: Callable[[RouteHook], Any],
+        *,
+        poll_interval: float = 0.2,
+        reload_interval: float = 5.0,
+        sweep_interval: float = 60.0,
+        on_change: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.allowed = allowed
+        self.make_proxy = make_proxy
+        self.poll_interval = poll_interval
+        self.reload_interval = reload_interval
+        self.sweep_interval = sweep_interval
+        self.on_change = on_change
+        self.routes: RouteIndex = _EMPTY
+        # The compiled hook of each stored record, kept while the record is unchanged (a
+        # reload recompiles only what changed); None for a record that could not be read.
+        self._compiled: dict[tuple[str, str, str], tuple[Record, RouteHook | None]] = {}
+        self._reload_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.loaded = False
+
+    # -- reloading ------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Rebuild the index from the storage.
+
+        Raises:
+            StorageUnavailable: the storage cannot be read (the index stays as it was).
+        """
+        with self._reload_lock:
+            records = self.storage.records()
+            compiled: dict[tuple[str, str, str], tuple[Record, RouteHook | None]] = {}
+            routes: dict[str, RouteHook] = {}
+            for record in records:
+                key = (record.kind, record.resource, record.id)
+                known = self._compiled.get(key)
+                hook = (
+                    known[1] if known is not None and known[0] == record else self._compile(record)
+                )
+                compiled[key] = (record, hook)
+                if hook is not None and record.kind == "route":
+                    routes[record.resource] = hook
+            before = len(self.routes)
+            self._compiled = compiled
+            self.routes = RouteIndex(routes)  # one assignment: requests see all or nothing
+            self.loaded = True
+        if self.on_change is not None and (len(routes) != before or not records):
+            self.on_change({"route": len(routes)})
+
+    def _compile(self, record: Record) -> RouteHook | None:
+        """Compile a stored record; a corrupt or foreign one is logged once and skipped."""
+        if record.kind != "route":
+            if record.kind != "listener":  # listener hooks are part 2's; others are foreign
+                logger.warning(
+                    "hooks: skipped a stored record of unknown kind %r", record.kind[:64]
+                )
+            return None
+        try:
+            if not record.resource.startswith("/"):
+                raise ValueError(f"resource {record.resource[:64]!r} is not a path")
+            spec = _decode_route(record.spec)
+            problems = route_problems(spec, record.resource, self.allowed)
+            if problems:
+                raise ValueError("; ".join(f"{p['path']}: {p['message']}" for p in problems))
+            hook = RouteHook(record.resource, spec, record.expires_at)
+            hook.proxy = self.make_proxy(hook)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as ex:
+            logger.warning(
+                "hooks: skipped the stored route hook on %r: %s", record.resource[:200], ex
+            )
+            return None
+        return hook
+
+    # -- the thread that keeps the index in step ------------------------------------------
+
+    def start(self) -> None:
+        """Load the index and start the thread that keeps it in step (in the worker)."""
+        self._stopping.clear()
+        try:
+            self.reload()
+        except StorageUnavailable as ex:
+            logger.warning(
+                "hooks: storage unavailable at start (%s); serving without hooks until it is back",
+                ex,
+            )
+        thread = threading.Thread(target=self._follow, name="workflowhttp-hooks", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        last_reload = last_sweep = time.monotonic()
+        failing = not self.loaded
+        backoff = self.poll_interval
+        while not self._stopping.is_set():
+            try:
+                changed = self.storage.wait_for_change(self.poll_interval)
+                if self._stopping.is_set():
+                    return
+                now = time.monotonic()
+                if changed or failing or now - last_reload >= self.reload_interval:
+                    self.reload()
+                    last_reload = now
+                if now - last_sweep >= self.sweep_interval:
+                    self.storage.sweep()
+                    last_sweep = now
+                if failing:
+                    logger.warning(
+                        "hooks: storage %s is back; the index caught up", self.storage.url
+                    )
+                failing = False
+                backoff = self.poll_interval
+            except StorageUnavailable as ex:
+                if not failing:
+                    logger.warning(
+                        "hooks: storage unavailable (%s); serving from the local index", ex
+                    )
+                failing = True
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:  # never let the thread die: the index would freeze
+                logger.exception("hooks: reloading the index failed")
+                self._stopping.wait(1.0)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {"route": len(self.routes)}
