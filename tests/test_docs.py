@@ -32,6 +32,7 @@ PAGES = (
     "events.md",
     "performance.md",
     "proxy.md",
+    "hooks.md",
     "testing.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]

@@ -1,4 +1,4 @@
-"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph.
+"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph, hooks.
 
 Every command that needs the app gets it from :func:`load_app`
 (:mod:`workflowhttp.cli.loading`): what is wrong with a target (no such module, a syntax
@@ -20,7 +20,7 @@ from .loading import LoadError, load_app
 from .logs import LogOptions
 from .serving import serve
 
-__all__ = ["LoadError", "dev", "graph", "load_app", "main", "routes", "serve"]
+__all__ = ["LoadError", "dev", "graph", "hooks", "load_app", "main", "routes", "serve"]
 
 
 def _default_workers() -> int:
@@ -40,7 +40,48 @@ def routes(target: str) -> str:
     for route in app.routes:
         methods = "ANY" if "*" in route.methods else ",".join(route.methods)
         rows.append((methods, route.path, route.name, ",".join(route.groups), route.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return _table(rows)
+
+
+def hooks(target: str) -> str:
+    """Return the table of the hooks registered in the storage of the app at ``target``.
+
+    Raises:
+        LoadError: the target gives no app, the app has no ``Hooks``, or its storage cannot
+            be read.
+    """
+    from ..hooks import Hooks, StorageUnavailable
+    from ..hooks.extension import describe
+
+    app = load_app(target)
+    found = [ext for ext in getattr(app, "extensions", ()) if isinstance(ext, Hooks)]
+    if not found:
+        raise LoadError(f"{target} has no Hooks extension")
+    rows = [("KIND", "RESOURCE", "ID", "DESTINATION", "METHODS", "EXPIRES")]
+    for extension in found:
+        try:
+            extension.storage.open()
+            listed = describe(extension.storage.records())
+        except StorageUnavailable as ex:
+            raise LoadError(f"hooks storage unavailable: {ex}") from None
+        finally:
+            extension.storage.close()
+        for kind, entry in listed:
+            rows.append(
+                (
+                    kind,
+                    entry["resource"],
+                    entry.get("id", ""),
+                    entry["destination"],
+                    ",".join(entry.get("methods", ())) or "ANY",
+                    entry["expires"] or "never",
+                )
+            )
+    return _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -176,6 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     routes_parser = commands.add_parser("routes", help="print the route table")
     routes_parser.add_argument("app", help=_TARGET_HELP)
 
+    hooks_parser = commands.add_parser(
+        "hooks", help="list the hooks registered in the app's hooks storage"
+    )
+    hooks_parser.add_argument("app", help=_TARGET_HELP)
+
     graph_parser = commands.add_parser("graph", help="print the workflow's state diagram")
     graph_parser.add_argument(
         "--format",
@@ -239,6 +285,8 @@ def _run(args: argparse.Namespace) -> None:
         dev(args.app, args.host, args.port, debug=args.debug, log_options=log_options)
     elif args.command == "routes":
         print(routes(args.app))
+    elif args.command == "hooks":
+        print(hooks(args.app))
     elif args.command == "graph":
         text = graph(args.format, args.output, args.workflow)
         if text is not None:

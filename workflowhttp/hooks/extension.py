@@ -25,7 +25,7 @@ from ..params import Body, Header, Query
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..responses import JSONResponse
 from ..routing import Route, Router, http
-from ..stream.events import StreamEvent
+from ..stream.events import HooksChanged
 from ..workflow import ROUTE
 from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected
 from .registry import Registry, RouteHook
@@ -39,13 +39,6 @@ logger = logging.getLogger("workflowhttp.hooks")
 #: The environ key holding the :class:`RouteHook` that claimed a request.
 HOOK = "workflowhttp.hook"
 _MiB = 1024 * 1024
-
-
-class HooksChanged(StreamEvent, frozen=True, gc=False):
-    """The worker's index of hooks changed: how many of each kind apply now."""
-
-    kind: str
-    count: int
 
 
 class Hooks(Extension):
@@ -292,13 +285,11 @@ class Hooks(Extension):
         raise NotFound(f"no {kind} hook on {resource}")
 
     def _list(self, kind: str, q: str) -> JSONResponse:
-        found = []
-        for record in sorted(self._records(), key=lambda r: (r.resource, r.id)):
-            if record.kind != kind:
-                continue
-            spec = _decoded(record)
-            if spec is not None and q in spec.destination:
-                found.append(_described(record, spec))
+        found = [
+            entry
+            for found_kind, entry in describe(self._records())
+            if found_kind == kind and q in entry["destination"]
+        ]
         return JSONResponse({f"{kind}s": found}, 200)
 
     def _records(self) -> list[Record]:
@@ -331,6 +322,17 @@ def _require_json(environ: dict[str, Any]) -> None:
         raise UnsupportedMediaType(
             f"A registration is JSON, not {mimetype or 'a body without Content-Type'}"
         )
+
+
+def describe(records: list[Record]) -> list[tuple[str, dict[str, Any]]]:
+    """Return ``(kind, description)`` of each readable record, by resource and id (what the
+    listing routes and ``workflowhttp hooks`` show; unreadable records are left out)."""
+    described = []
+    for record in sorted(records, key=lambda r: (r.kind, r.resource, r.id)):
+        spec = _decoded(record) if record.kind == "route" else None
+        if spec is not None:
+            described.append((record.kind, _described(record, spec)))
+    return described
 
 
 def _decoded(record: Record) -> RouteSpec | None:

@@ -223,11 +223,11 @@ class Registry:
                 compiled[key] = (record, hook)
                 if hook is not None and record.kind == "route":
                     routes[record.resource] = hook
-            before = len(self.routes)
+            before = None if not self.loaded else len(self.routes)
             self._compiled = compiled
             self.routes = RouteIndex(routes)  # one assignment: requests see all or nothing
             self.loaded = True
-        if self.on_change is not None and (len(routes) != before or not records):
+        if self.on_change is not None and len(routes) != before:
             self.on_change({"route": len(routes)})
 
     def _compile(self, record: Record) -> RouteHook | None:

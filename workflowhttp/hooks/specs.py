@@ -52,7 +52,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REFERENCE = re.compile(r"\{([^{}]*)\}")
 
 
-class HeaderRule(msgspec.Struct, forbid_unknown_fields=True):
+class HeaderRule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """One header manipulation (Gateleen's ``headers`` entries).
 
     No ``mode`` (or ``set``): set the header. ``complete``: set it only where the request has

@@ -20,6 +20,7 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
+    "HooksChanged",
     "ListenerFailed",
     "RequestFailed",
     "RequestFinished",
@@ -90,3 +91,11 @@ class RequestFinished(StreamEvent, frozen=True, gc=False):
     """Seconds spent in each state entered."""
     time: float
     """Wall-clock time the request finished."""
+
+
+class HooksChanged(StreamEvent, frozen=True, gc=False):
+    """A worker's index of hooks (:mod:`workflowhttp.hooks`) changed: how many of ``kind``
+    (``"route"``) apply now."""
+
+    kind: str
+    count: int

@@ -21,6 +21,7 @@ from ..proxy.events import TransactionEnded
 from ..responses import Response
 from ..routing import http
 from .events import (
+    HooksChanged,
     RequestFailed,
     RequestFinished,
     RequestStarted,
@@ -95,14 +96,16 @@ class MetricsProcessor:
     ``workflowhttp_request_failures_total{route}``, and for the proxy
     ``workflowhttp_upstream_requests_total{endpoint,status}`` (every transaction: ``forged``
     is ``"true"`` for one a listener answered) and
-    ``workflowhttp_upstream_duration_seconds{endpoint}`` (until the upstream's headers came).
+    ``workflowhttp_upstream_duration_seconds{endpoint}`` (until the upstream's headers came);
+    a hooked request is a transaction of endpoint ``hook:<resource>``, and
+    ``workflowhttp_hooks_registered{kind}`` is a gauge of the hooks a worker applies.
     Unmatched requests have route ``""``.
 
     All shards share the metrics, which prometheus_client makes thread-safe; they are created
     once per registry.
     """
 
-    events = (RequestFailed, RequestFinished, TransactionEnded)
+    events = (RequestFailed, RequestFinished, TransactionEnded, HooksChanged)
     # The metric families of each registry, made once: every shard's processor shares them.
     _families: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
     _families_lock = threading.Lock()
@@ -121,11 +124,12 @@ class MetricsProcessor:
         self.failures: Any = families[3]
         self.upstream_requests: Any = families[4]
         self.upstream_durations: Any = families[5]
+        self.hooks: Any = families[6]
         self._failed: set[str] = set()
 
     @staticmethod
     def _make_families(registry: Any) -> tuple[Any, ...]:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         return (
             Counter(
@@ -166,6 +170,13 @@ class MetricsProcessor:
                 ["endpoint"],
                 registry=registry,
             ),
+            Gauge(
+                "workflowhttp_hooks_registered",
+                "Hooks the worker applies, by kind (route).",
+                ["kind"],
+                registry=registry,
+                multiprocess_mode="max",
+            ),
         )
 
     def process(self, event: StreamEvent) -> None:
@@ -186,6 +197,8 @@ class MetricsProcessor:
             self.upstream_requests.labels(event.endpoint, str(event.status), forged).inc()
             if event.upstream_seconds is not None:
                 self.upstream_durations.labels(event.endpoint).observe(event.upstream_seconds)
+        elif isinstance(event, HooksChanged):
+            self.hooks.labels(event.kind).set(event.count)
 
     def shutdown(self) -> None:
         self._failed.clear()
