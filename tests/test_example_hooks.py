@@ -1,0 +1,75 @@
+"""The hooks example (examples/hooks): operators re-route the catalogue at run time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from examples.hooks.app import create_app
+from workflowhttp.testing import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = {"X-Operator-Key": "let-me-in"}
+
+
+def test_operators_reroute_part_of_the_catalogue(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path}/hooks.sqlite3")
+    with TestClient(app) as client:
+        assert client.get("/catalogue/books/1").json == {"page": "books/1"}
+        hook = {"destination": "/maintenance"}
+        assert client.put("/catalogue/books/_hooks/route", json=hook).status_code == 403
+        registered = client.put("/catalogue/books/_hooks/route", json=hook, headers=KEY)
+        assert registered.status_code == 200, registered.text
+
+        answer = client.get("/catalogue/books/1")
+        assert answer.status_code == 503
+        assert answer.json == {"message": "under maintenance", "page": "1"}
+        assert client.get("/catalogue/music/1").json == {"page": "music/1"}
+
+        assert client.delete("/catalogue/books/_hooks/route").status_code == 403
+        assert client.delete("/catalogue/books/_hooks/route", headers=KEY).status_code == 200
+        assert client.get("/catalogue/books/1").json == {"page": "books/1"}
+
+
+def test_the_hooks_command_lists_what_is_registered(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/hooks.sqlite3"
+    with TestClient(create_app(storage)) as client:
+        hook = {"destination": "/maintenance", "methods": ["GET", "HEAD"]}
+        assert client.put("/catalogue/books/_hooks/route", json=hook, headers=KEY).status_code == 200
+        forever = {**KEY, "X-Expire-After": "-1"}
+        assert client.put("/catalogue/toys/_hooks/route", json=hook, headers=forever).status_code == 200
+
+    env = {**os.environ, "HOOKS_STORAGE": storage, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "workflowhttp", "hooks", "examples.hooks.app:app"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["KIND", "RESOURCE", "ID", "DESTINATION", "METHODS", "EXPIRES"]
+    cells = [row.split() for row in rows]
+    assert [row[:4] for row in cells] == [
+        ["route", "/catalogue/books", "/maintenance", "GET,HEAD"],
+        ["route", "/catalogue/toys", "/maintenance", "GET,HEAD"],
+    ]
+    assert cells[0][4].endswith("Z") and cells[1][4] == "never"
+
+
+def test_the_hooks_command_without_hooks_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "workflowhttp", "hooks", "examples.gateway.app:app"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "workflowhttp: error: examples.gateway.app:app has no Hooks extension\n"
