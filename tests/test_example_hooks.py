@@ -37,9 +37,11 @@ def test_the_hooks_command_lists_what_is_registered(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/hooks.sqlite3"
     with TestClient(create_app(storage)) as client:
         hook = {"destination": "/maintenance", "methods": ["GET", "HEAD"]}
-        assert client.put("/catalogue/books/_hooks/route", json=hook, headers=KEY).status_code == 200
+        books = client.put("/catalogue/books/_hooks/route", json=hook, headers=KEY)
+        assert books.status_code == 200
         forever = {**KEY, "X-Expire-After": "-1"}
-        assert client.put("/catalogue/toys/_hooks/route", json=hook, headers=forever).status_code == 200
+        toys = client.put("/catalogue/toys/_hooks/route", json=hook, headers=forever)
+        assert toys.status_code == 200
 
     env = {**os.environ, "HOOKS_STORAGE": storage, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""Route hooks in front of a small catalogue: ``python3 -m workflowhttp serve examples.hooks.app:app``.
+"""Route hooks over a small catalogue: ``python3 -m workflowhttp serve examples.hooks.app:app``.
 
 The catalogue serves ``/catalogue/{path}``; operators re-route parts of it at run time::
 
