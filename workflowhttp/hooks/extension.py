@@ -172,13 +172,13 @@ class Hooks(Extension):
         if "/_hooks" in raw_path:
             # Registration requests are the hooks' own routes, whatever the app's routes
             # (a catch-all never shadows them), and are never hooked themselves.
-            method = environ["REQUEST_METHOD"]
-            route, found = self._registration.match(
-                method, self._registration.request_path(environ)
-            )
+            path = self._registration.request_path(environ)
+            route, found = self._registration.match(environ["REQUEST_METHOD"], path)
             if route is not None:
                 event.route_found(route, found)
-            return
+                return
+            if "/_hooks/" in path + "/":
+                return
         routes = self.registry.routes
         if not routes.depths:  # PERF: no route hook: one attribute read and out
             return
