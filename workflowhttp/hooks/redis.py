@@ -139,15 +139,17 @@ class RedisStorage:
         except RedisError as ex:
             raise StorageUnavailable(f"redis {self.url}: {ex}") from ex
         found = []
-        for value in values:
-            if value is None:  # expired between the two commands
+        for key, value in zip(keys, values, strict=True):
+            if value is None:  # expired between the two commands, or not a string
                 continue
             try:
                 stored = _decode(value)
             except (msgspec.ValidationError, msgspec.DecodeError):
                 # A foreign or corrupt value: a record the index cannot compile, which it
-                # logs and skips (the spec is handed over as it is).
-                found.append(Record("corrupt", "?", "", bytes(value), None))
+                # logs once and skips. Named by its key, so that each corrupt value is a
+                # record of its own (one shared name made every reload log them again).
+                name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                found.append(Record("corrupt", name, "", bytes(value), None))
                 continue
             found.append(
                 Record(
