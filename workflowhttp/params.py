@@ -51,9 +51,19 @@ if TYPE_CHECKING:
     from .di import Container
     from .events import HttpEvent
 
-__all__ = ["Body", "Cookie", "Header", "ParameterPlan", "Query", "build_plan", "json_errors"]
+__all__ = [
+    "Body",
+    "Cookie",
+    "Header",
+    "ParameterInfo",
+    "ParameterPlan",
+    "Query",
+    "build_plan",
+    "json_errors",
+]
 
 _MISSING: Any = object()
+_EMPTY: Any = inspect.Parameter.empty
 Resolver = Callable[["HttpEvent"], Any]
 
 
@@ -99,14 +109,46 @@ class _Failure(Exception):
         self.errors = errors
 
 
+class ParameterInfo(NamedTuple):
+    """What one controller parameter reads, for tools that describe the app (OpenAPI).
+
+    Plain data, built with the resolver; resolving a request never reads it.
+    """
+
+    argument: str
+    """The controller's parameter name."""
+    source: str
+    """``"path"``, ``"query"``, ``"header"``, ``"cookie"``, ``"body"``, or ``"injected"``
+    (``HttpEvent``, ``Request`` or a service). A query parameter whose annotation is a model
+    (dataclass, Struct, TypedDict) is a query model: one query parameter per field."""
+    name: str
+    """The name the client sends: the query key, the header or cookie name; the argument's
+    name for the other sources."""
+    annotation: Any
+    """The parameter's type without its source marker (``msgspec.Meta`` kept)."""
+    default: Any
+    """The default, or ``inspect.Parameter.empty``."""
+    required: bool
+    """Whether a request without it fails (the parameter has no default)."""
+
+
 class ParameterPlan:
-    """The resolvers of one controller's parameters, in signature order."""
+    """The resolvers of one controller's parameters, in signature order.
 
-    __slots__ = ("resolvers", "names")
+    ``parameters`` describes what each resolver reads (:class:`ParameterInfo`), in the same
+    order.
+    """
 
-    def __init__(self, resolvers: list[tuple[str, Resolver]]) -> None:
+    __slots__ = ("resolvers", "names", "parameters")
+
+    def __init__(
+        self,
+        resolvers: list[tuple[str, Resolver]],
+        parameters: tuple[ParameterInfo, ...] = (),
+    ) -> None:
         self.resolvers = tuple(resolvers)
         self.names = tuple(name for name, _ in resolvers)
+        self.parameters = parameters
 
     def resolve(self, event: HttpEvent) -> dict[str, Any]:
         """Return the arguments by name.
@@ -157,6 +199,7 @@ def build_plan(
     if path_names:
         _check_placeholders(qualname, path_names, parameters, hints, takes_any)
     resolvers: list[tuple[str, Resolver]] = []
+    parameters_read: list[ParameterInfo] = []
     # The query keys the query parameters read, filled in as they are compiled: a query model
     # that forbids unknown fields lets these through.
     claimed: set[str] = set()
@@ -170,19 +213,21 @@ def build_plan(
             parameter.default if parameter.default is not inspect.Parameter.empty else _MISSING
         )
         where = f"{qualname}, parameter {parameter.name!r}"
-        resolver = _resolver(
+        resolver, info = _resolver(
             parameter.name, annotation, default, path_names, container, where, claimed
         )
         resolvers.append((parameter.name, resolver))
+        parameters_read.append(info)
     if takes_any and path_names:
         # **kwargs takes the placeholders no parameter names, as the matched text.
         named = {name for name, _ in resolvers}
-        resolvers.extend(
-            (placeholder, _path_resolver(placeholder, _identity))
-            for placeholder in path_names
-            if placeholder not in named
-        )
-    return ParameterPlan(resolvers)
+        for placeholder in path_names:
+            if placeholder not in named:
+                resolvers.append((placeholder, _path_resolver(placeholder, _identity)))
+                parameters_read.append(
+                    ParameterInfo(placeholder, "path", placeholder, str, _EMPTY, True)
+                )
+    return ParameterPlan(resolvers, tuple(parameters_read))
 
 
 def _check_placeholders(
@@ -227,47 +272,58 @@ def _resolver(
     container: Container,
     where: str,
     claimed: set[str],
-) -> Resolver:
+) -> tuple[Resolver, ParameterInfo]:
     bare, source = _unwrap(annotation)
+
+    def read(kind: str, wire_name: str = name) -> ParameterInfo:
+        required = default is _MISSING
+        plain = _without_sources(annotation)
+        return ParameterInfo(
+            name, kind, wire_name, plain, _EMPTY if required else default, required
+        )
+
     if bare is object:
         raise ConfigurationError(
             f"{where}: `object` says nothing of what the parameter receives; annotate it with "
             f"a path, query, header, cookie or body type, HttpEvent, Request or a service"
         )
     if source is None and path_names is not None and name in path_names:
-        return _path_resolver(name, _converter(annotation, where))
+        return _path_resolver(name, _converter(annotation, where)), read("path")
     if source is None and isinstance(bare, type) and container.provides(bare):
-        return container.accessor(bare, consumer=where, request_scope=True)
+        return container.accessor(bare, consumer=where, request_scope=True), read("injected")
     if isinstance(source, Body) or (source is None and _is_body_type(bare)):
-        return _body_resolver(name, annotation, bare, default, where)
+        return _body_resolver(name, annotation, bare, default, where), read("body")
     if isinstance(source, Header):
         header = source.name or name.replace("_", "-")
         key = header.upper().replace("-", "_")
         if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             key = "HTTP_" + key
         convert = _converter(annotation, where)
-        return _scalar_resolver(
+        resolver = _scalar_resolver(
             name, header, default, convert, lambda event: event.environ.get(key)
         )
+        return resolver, read("header", header)
     if isinstance(source, Cookie):
         cookie = source.name or name
         convert = _converter(annotation, where)
-        return _scalar_resolver(
+        resolver = _scalar_resolver(
             name, cookie, default, convert, lambda event: _cookies(event).get(cookie)
         )
+        return resolver, read("cookie", cookie)
     if isinstance(source, Query) and _is_model(bare):
-        return _query_model_resolver(name, annotation, bare, default, where, source, claimed)
+        resolver = _query_model_resolver(name, annotation, bare, default, where, source, claimed)
+        return resolver, read("query")
     query_name = source.name if isinstance(source, Query) and source.name else name
     claimed.add(query_name)
     from_query = _query_resolver(name, query_name, annotation, bare, default, where)
     if path_names is not None or source is not None:
-        return from_query
+        return from_query, read("query", query_name)
     from_path = _path_resolver(name, _converter(annotation, where))
 
     def from_path_or_query(event: HttpEvent) -> Any:
         return from_path(event) if name in event.path_params else from_query(event)
 
-    return from_path_or_query
+    return from_path_or_query, read("query", query_name)
 
 
 def _unwrap(annotation: Any) -> tuple[Any, _Source | None]:
