@@ -129,6 +129,10 @@ CREATE TABLE IF NOT EXISTS workflowhttp_hooks (
 """
 
 
+def _decode_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 class SQLiteStorage:
     """Hooks in one SQLite file (WAL mode), shared by every worker of a machine.
 
@@ -176,6 +180,10 @@ class SQLiteStorage:
                         isolation_level=None,  # autocommit: each statement is its own commit
                         check_same_thread=False,  # used under self._lock by every thread
                     )
+                    # SECURITY: a foreign row's text that is not UTF-8 would fail every read
+                    # (sqlite3 raises on decoding it), the storage would count as down for
+                    # good and every worker's index would freeze: decode with replacement.
+                    connection.text_factory = _decode_text
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("PRAGMA synchronous=NORMAL")
                     connection.execute(_SCHEMA)
@@ -227,18 +235,22 @@ class SQLiteStorage:
         for kind, resource, id, spec, expires_at in rows:
             # A foreign row (another program's, a hand edit) may hold anything: the index
             # skips what it cannot read; here only the types are made what Record says.
-            if isinstance(spec, str):
-                spec = spec.encode()
+            # SECURITY: never bytes(spec) of a number: bytes(10**12) allocates a terabyte and
+            # bytes(-1) raises, which would freeze every worker's index and fail the listing.
+            if not isinstance(spec, bytes):
+                spec = spec.encode() if isinstance(spec, str) else b""
             if not isinstance(expires_at, (int, float, type(None))):
                 expires_at = 0.0
-            found.append(Record(str(kind), str(resource), str(id), bytes(spec), expires_at))
+            found.append(Record(str(kind), str(resource), str(id), spec, expires_at))
         return found
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._closed.wait(timeout):
             return False
         ((version,),) = self._run("PRAGMA data_version")
-        changed = self._version is not None and version != self._version
+        # The first call cannot rule out a change since the caller's last read (the registry's
+        # load at start): say there may have been one, as Redis's first subscription does.
+        changed = self._version is None or version != self._version
         self._version = version
         return changed
 
