@@ -344,8 +344,7 @@ def test_redis_stopped_then_restarted_empty(
     redis_server.stop()
     # Both apps' threads notice; the hooks keep applying from each one's local index.
     eventually(
-        lambda: sum("serving from the local index" in r.getMessage() for r in caplog.records)
-        >= 2,
+        lambda: sum("serving from the local index" in r.getMessage() for r in caplog.records) >= 2,
         within=CATCH_UP,
     )
     for client in (first, second):
