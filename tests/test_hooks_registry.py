@@ -151,6 +151,13 @@ CORRUPT_ROWS = [
     ),
     ("route", "/data/not-allowed", "", b'{"destination": "http://evil.example/"}', None),
     ("route", "/data/loop", "", b'{"destination": "/data/loop/x"}', None),
+    (
+        "route",
+        "/data/framing",
+        "",
+        b'{"destination": "/local", "headers": [{"header": "Content-Length", "value": "{x-len}"}]}',
+        None,
+    ),
     ("route", "relative/path", "", b'{"destination": "/local"}', None),
     ("route", "/data/text-spec", "", '{"destination": "/local", "bogus": 1}', None),
     ("weird", "/data/foreign-kind", "", b'{"destination": "/local"}', None),
@@ -200,6 +207,7 @@ def test_corrupt_and_foreign_rows_are_skipped_and_logged(tmp_path, caplog):
         "/data/bad-regex",
         "/data/not-allowed",
         "/data/loop",
+        "/data/framing",
         "relative/path",
         "/data/text-spec",
     ):

@@ -164,6 +164,37 @@ def test_an_invalid_registration_is_a_400_with_the_reason(tmp_path, spec, where)
         assert client.get("/data/a/b").json["served"] == "a/b"  # nothing was hooked
 
 
+FRAMING = [
+    ("content-length", "{x-len}"),
+    ("Content-Length", "5"),
+    ("transfer-encoding", "chunked"),
+    ("Transfer-Encoding", "{x-te}"),
+    ("connection", "close"),
+    ("keep-alive", "timeout=1"),
+    ("proxy-connection", "keep-alive"),
+    ("te", "trailers"),
+    ("trailer", "x-a"),
+    ("upgrade", "h2c"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), FRAMING, ids=[f"{n}-{v}" for n, v in FRAMING])
+def test_a_header_rule_on_the_message_framing_or_a_hop_by_hop_header_is_refused(
+    tmp_path, name, value
+):
+    # A rule "content-length: {x-len}" would let any client set the upstream's Content-Length
+    # for the body the proxy sends: the rest of the body is then the upstream's next request
+    # on the pooled connection (request smuggling). Framing is the proxy's, never a rule's.
+    with TestClient(make_app(tmp_path, allowed_destinations=[ALLOWED])) as client:
+        for destination in ("/local", ALLOWED + "/x"):
+            spec = {"destination": destination, "headers": [{"header": name, "value": value}]}
+            answer = client.put("/data/a/_hooks/route", json=spec)
+            assert answer.status_code == 400, answer.text
+            assert [error["path"] for error in answer.json["errors"]] == ["headers.0.header"]
+        removal = {"destination": "/local", "headers": [{"header": name}]}
+        assert client.put("/data/a/_hooks/route", json=removal).status_code == 400
+
+
 @pytest.mark.parametrize(
     "destination",
     [f"{ALLOWED}", f"{ALLOWED}/", f"{ALLOWED}/x", f"{ALLOWED}/x/y", "http://127.0.0.1:9001/api"],

@@ -26,6 +26,7 @@ from urllib3.util import parse_url
 from ..errors import ParametersFailed
 from ..numbers import parse_int
 from ..params import json_errors
+from ..proxy.headers import HOP_BY_HOP
 from ..request import check_json_depth
 
 __all__ = [
@@ -50,6 +51,8 @@ MAX_PATTERN = 1024
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A {name} reference in a header rule's value (linear: no nested quantifier).
 _REFERENCE = re.compile(r"\{([^{}]*)\}")
+# The headers no rule may touch: the message's framing and the connection's own.
+_UNRULED = HOP_BY_HOP | {"content-length"}
 
 
 class HeaderRule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -262,6 +265,13 @@ def header_rule_problems(rules: list[HeaderRule]) -> list[dict[str, str]]:
         where = f"headers.{index}"
         if not _TOKEN.fullmatch(rule.header):
             problems.append({"path": f"{where}.header", "message": "not a header name"})
+        elif rule.header.lower() in _UNRULED:
+            # SECURITY: a rule on Content-Length or Transfer-Encoding (``{x-len}`` from the
+            # client, say) would frame the forwarded body differently from what is sent: the
+            # rest of the body becomes the upstream's next request on the pooled connection
+            # (request smuggling). Framing and hop-by-hop headers are the proxy's alone.
+            message = f"{rule.header} is the proxy's to set (framing or hop-by-hop)"
+            problems.append({"path": f"{where}.header", "message": message})
         value = rule.value or ""
         # SECURITY: CR, LF or NUL in a value would inject header lines into the forwarded
         # request (response splitting's request-side twin).
