@@ -28,6 +28,7 @@ from .extensions import is_extension
 from .kernel import error_response, kernel_listeners, request_checks
 from .limits import Limits
 from .middleware import MiddlewareSet
+from .openapi import OpenAPI, describe
 from .params import build_plan
 from .request import Request
 from .responses import Response, close_body, close_unsent, prepare, status_of
@@ -68,6 +69,8 @@ class App:
             their own, with ``start(app)``/``stop(app)`` run once per worker (see
             :mod:`workflowhttp.extensions`). An extension given in ``controllers`` (a
             :class:`~workflowhttp.proxy.Proxy`, say) is added as one.
+        openapi: An :class:`~workflowhttp.openapi.OpenAPI`: serve the app's OpenAPI document
+            and its docs page (an extension, added after the others).
         debug: Show tracebacks in 500 responses. Never in production.
 
     Raises:
@@ -86,6 +89,7 @@ class App:
         middlewares: Iterable[Any] = (),
         stream: Stream | None = None,
         extensions: Iterable[Any] = (),
+        openapi: OpenAPI | None = None,
         debug: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
@@ -99,9 +103,12 @@ class App:
         self.request_class = Request.with_limits(self.limits)
         self._check_request = request_checks(self.limits, self.trusted_hosts)
         controllers = list(controllers)
+        if openapi is not None and not isinstance(openapi, OpenAPI):
+            raise ConfigurationError(f"openapi must be an OpenAPI, not {openapi!r}")
         self.extensions: tuple[Any, ...] = (
             *_unique(extensions),
             *_unique(item for item in controllers if is_extension(item)),
+            *((openapi,) if openapi is not None else ()),
         )
         controllers = [item for item in controllers if not is_extension(item)]
         extended = [getattr(ext, "providers", ()) for ext in self.extensions]
@@ -267,6 +274,13 @@ class App:
     def routes(self) -> list[Route]:
         """The app's routes, in registration order."""
         return list(self.router.routes)
+
+    def openapi(self) -> dict[str, Any]:
+        """Return the app's OpenAPI 3.1 document (see :mod:`workflowhttp.openapi`).
+
+        Built on the first call (or request for it) and kept; each call returns a new dict.
+        """
+        return describe(self)
 
     def listeners(self, token: ListenerToken | str) -> tuple[Listener, ...]:
         """The listeners of a state, in the order they run (the kernel's included)."""
