@@ -1,4 +1,5 @@
-"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph, hooks.
+"""The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph, hooks,
+openapi.
 
 Every command that needs the app gets it from :func:`load_app`
 (:mod:`workflowhttp.cli.loading`): what is wrong with a target (no such module, a syntax
@@ -10,6 +11,8 @@ never a traceback. ``serve`` (:mod:`~workflowhttp.cli.serving`) and ``dev``
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +23,7 @@ from .loading import LoadError, load_app
 from .logs import LogOptions
 from .serving import serve
 
-__all__ = ["LoadError", "dev", "graph", "hooks", "load_app", "main", "routes", "serve"]
+__all__ = ["LoadError", "dev", "graph", "hooks", "load_app", "main", "openapi", "routes", "serve"]
 
 
 def _default_workers() -> int:
@@ -78,6 +81,27 @@ def hooks(target: str) -> str:
                 )
             )
     return _table(rows)
+
+
+def openapi(target: str, *, as_yaml: bool = False) -> str:
+    """Return the OpenAPI document of the app at ``target``, as JSON (or YAML).
+
+    Raises:
+        LoadError: the target gives no App.
+        SystemExit: ``as_yaml`` without PyYAML (a one-line message).
+    """
+    app = load_app(target)
+    if not isinstance(app, App):
+        raise LoadError(f"{target} is a WSGI callable, not a workflowhttp App: it has no routes")
+    document = app.openapi()
+    if not as_yaml:
+        return json.dumps(document, indent=2, ensure_ascii=False)
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        raise SystemExit("workflowhttp: error: --yaml needs PyYAML (pip install pyyaml)") from None
+    text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return text.rstrip("\n")
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
@@ -222,6 +246,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     hooks_parser.add_argument("app", help=_TARGET_HELP)
 
+    openapi_parser = commands.add_parser("openapi", help="print the app's OpenAPI document")
+    openapi_parser.add_argument("app", help=_TARGET_HELP)
+    openapi_parser.add_argument(
+        "--yaml", action="store_true", help="YAML instead of JSON (needs PyYAML)"
+    )
+
     graph_parser = commands.add_parser("graph", help="print the workflow's state diagram")
     graph_parser.add_argument(
         "--format",
@@ -287,6 +317,8 @@ def _run(args: argparse.Namespace) -> None:
         print(routes(args.app))
     elif args.command == "hooks":
         print(hooks(args.app))
+    elif args.command == "openapi":
+        print(openapi(args.app, as_yaml=args.yaml))
     elif args.command == "graph":
         text = graph(args.format, args.output, args.workflow)
         if text is not None:
