@@ -86,6 +86,9 @@ def test_routes_lists_the_bookstore(env: dict[str, str]) -> None:
         ("GET", "/authors/{id}", "authors.show"),
         ("POST", "/authors", "authors.create"),
         ("DELETE", "/authors/{id}", "authors.delete"),
+        ("GET", "/openapi.json", "openapi.document"),
+        ("GET", "/docs", "openapi.docs"),
+        ("GET", "/docs/{asset}", "openapi.asset"),
     }
     admin = [line.split()[:4] for line in lines if " admin " in line]
     assert admin == [
@@ -98,7 +101,7 @@ def test_routes_lists_the_bookstore(env: dict[str, str]) -> None:
 def test_routes_with_a_factory(env: dict[str, str]) -> None:
     result = run("routes", "examples.bookstore.app:create_app()", env=env)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 11
+    assert len(result.stdout.splitlines()) == 14  # a header, 10 routes, the 3 of OpenAPI
 
 
 @pytest.mark.parametrize(

@@ -482,6 +482,9 @@ def test_routes_and_groups(bookstore: App) -> None:
         ("GET", "/authors/{id}"),
         ("POST", "/authors"),
         ("DELETE", "/authors/{id}"),
+        ("GET", "/openapi.json"),  # the OpenAPI document and its docs page
+        ("GET", "/docs"),
+        ("GET", "/docs/{asset}"),
     }
     admin = {key for key, route in table.items() if "admin" in route.groups}
     assert admin == {("DELETE", "/books/{id}"), ("DELETE", "/authors/{id}")}

@@ -8,6 +8,9 @@
 * ``BOOKSTORE_ADMIN_TOKEN``: the bearer token of the ``admin`` routes (default:
   ``let-me-in``, for trying the example only).
 
+Its OpenAPI document is at ``/openapi.json``, the interactive docs page at ``/docs`` (served
+by the app itself; the ``openapi`` extra).
+
 Every answer carries security headers (:mod:`.middleware`) and an ``X-Request-ID``; the
 event stream logs one JSON line per request on the ``workflowhttp.access`` logger (attach a
 handler to see them, see docs/events.md).
@@ -22,6 +25,7 @@ import sqlite3
 import tempfile
 
 from workflowhttp import App, Provider
+from workflowhttp.openapi import OpenAPI
 from workflowhttp.stream import Stream
 from workflowhttp.stream.processors import LogProcessor
 
@@ -68,6 +72,13 @@ def create_app(
         middlewares=[SecurityHeaders],
         # The stream's threads start with the first request: in each gunicorn worker.
         stream=Stream(LogProcessor),
+        # /openapi.json and /docs; the admin routes' operations list BearerTokenAuth's 403.
+        openapi=OpenAPI(
+            title="Bookstore",
+            version="1.0",
+            description="Books and authors; deleting needs the admin token.",
+            guarded_groups=("admin",),
+        ),
         debug=debug,
     )
 
