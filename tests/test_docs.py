@@ -33,6 +33,7 @@ PAGES = (
     "performance.md",
     "proxy.md",
     "hooks.md",
+    "openapi.md",
     "testing.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
