@@ -366,3 +366,59 @@ def test_a_root_puts_the_routes_and_the_hooks_below_it(tmp_path):
             "/data/a"
         ]
         assert "local" in client.get("/data/a/b").json
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/data/a/_hooks/other", 404),
+        ("GET", "/data/a/_hooks", 404),
+        ("POST", "/data/a/_hooks/route", 405),
+        ("PUT", "/_hooks/routes", 405),
+    ],
+    ids=["unknown-hooks-path", "bare-hooks-segment", "wrong-method", "wrong-method-on-listing"],
+)
+def test_the_hooks_namespace_is_reserved_under_a_hooked_resource(client, method, path, status):
+    # The app's catch-all would serve these, and a hook would forward them: _hooks is the
+    # registration's namespace, so a path there that is no registration route is refused.
+    register(client, "/data/a", {"destination": "/local"})
+    answer = client.open(path, method=method)
+    assert answer.status_code == status, answer.text
+    assert "message" in answer.json
+    if status == 405:
+        assert answer.headers["Allow"]
+
+
+def test_the_listing_shows_only_hooks_that_apply(tmp_path):
+    import sqlite3
+
+    with TestClient(make_app(tmp_path)) as client:
+        register(client, "/data/good", {"destination": "/local/good"})
+    database = sqlite3.connect(tmp_path / "hooks.sqlite3")
+    with database:
+        database.executemany(
+            "INSERT INTO workflowhttp_hooks VALUES (?, ?, ?, ?, ?)",
+            [
+                ("route", "/data/far", "", b'{"destination": "http://10.0.0.1/"}', None),
+                ("route", "relative", "", b'{"destination": "/local"}', None),
+                ("route", "/data/text-expiry", "", b'{"destination": "/local"}', "soon"),
+            ],
+        )
+    database.close()
+    with TestClient(make_app(tmp_path)) as client:
+        listed = client.get("/_hooks/routes").json["routes"]
+        assert [route["resource"] for route in listed] == ["/data/good"]
+        assert client.get("/data/far/_hooks/route").status_code == 404
+
+
+def test_stopping_does_not_wait_for_a_poll(tmp_path):
+    import time
+
+    app = make_app(tmp_path, poll_interval=5.0)
+    with TestClient(app):
+        pass  # started and stopped once, to warm up
+    with TestClient(app):
+        started = time.perf_counter()
+        app.stop()
+        stopped = time.perf_counter() - started
+    assert stopped < 2.5, f"stop waited {stopped:.2f} s for the 5 s poll"

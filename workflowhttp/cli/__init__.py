@@ -64,7 +64,7 @@ def hooks(target: str) -> str:
     for extension in found:
         try:
             extension.storage.open()
-            listed = describe(extension.storage.records())
+            listed = describe(extension.storage.records(), extension.allowed)
         except StorageUnavailable as ex:
             raise LoadError(f"hooks storage unavailable: {ex}") from None
         finally:

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -26,9 +27,9 @@ from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..responses import JSONResponse
 from ..routing import Route, Router, http
 from ..stream.events import HooksChanged
-from ..workflow import ROUTE
+from ..workflow import METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
 from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected
-from .registry import Registry, RouteHook
+from .registry import Registry, RouteHook, applicable_route
 from .specs import AllowedDestinations, RouteSpec, expiry, parse_route
 from .storage import Record, Storage, StorageUnavailable, open_storage
 
@@ -133,8 +134,7 @@ class Hooks(Extension):
         self.registry.start()
 
     def stop(self, app: Any) -> None:
-        self.registry.stop()
-        self.storage.close()
+        self.registry.stop()  # closes the storage, which wakes the thread at once
         client, self._client = self._client, None
         if client is not None:
             client.clear()
@@ -177,7 +177,14 @@ class Hooks(Extension):
             if route is not None:
                 event.route_found(route, found)
                 return
-            if "/_hooks/" in path + "/":
+            if "/_hooks/" in path + "/" and (path + "/").startswith(self.root):
+                # The registration namespace: what is no registration route there is refused,
+                # never served by a catch-all or forwarded by a hook of the resource.
+                if found:
+                    event.allowed_methods = found
+                    event.next(METHOD_NOT_ALLOWED)
+                else:
+                    event.next(ROUTE_NOT_FOUND)
                 return
         routes = self.registry.routes
         if not routes.depths:  # PERF: no route hook: one attribute read and out
@@ -277,17 +284,15 @@ class Hooks(Extension):
         return JSONResponse({"message": f"{kind} hook removed", "resource": resource}, 200)
 
     def _show(self, kind: str, resource: str) -> JSONResponse:
-        for record in self._records():
-            if record.kind == kind and record.resource == resource:
-                spec = _decoded(record)
-                if spec is not None:
-                    return JSONResponse(_described(record, spec), 200)
+        for found_kind, entry in describe(self._records(), self.allowed):
+            if found_kind == kind and entry["resource"] == resource:
+                return JSONResponse(entry, 200)
         raise NotFound(f"no {kind} hook on {resource}")
 
     def _list(self, kind: str, q: str) -> JSONResponse:
         found = [
             entry
-            for found_kind, entry in describe(self._records())
+            for found_kind, entry in describe(self._records(), self.allowed)
             if found_kind == kind and q in entry["destination"]
         ]
         return JSONResponse({f"{kind}s": found}, 200)
@@ -324,22 +329,20 @@ def _require_json(environ: dict[str, Any]) -> None:
         )
 
 
-def describe(records: list[Record]) -> list[tuple[str, dict[str, Any]]]:
-    """Return ``(kind, description)`` of each readable record, by resource and id (what the
-    listing routes and ``workflowhttp hooks`` show; unreadable records are left out)."""
+def describe(
+    records: list[Record], allowed: AllowedDestinations
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return ``(kind, description)`` of each record the index would apply, by resource and
+    id (what the listing routes and ``workflowhttp hooks`` show)."""
     described = []
+    now = time.time()
     for record in sorted(records, key=lambda r: (r.kind, r.resource, r.id)):
-        spec = _decoded(record) if record.kind == "route" else None
+        if record.expires_at is not None and record.expires_at <= now:
+            continue
+        spec = applicable_route(record, allowed) if record.kind == "route" else None
         if spec is not None:
             described.append((record.kind, _described(record, spec)))
     return described
-
-
-def _decoded(record: Record) -> RouteSpec | None:
-    try:
-        return msgspec.json.decode(record.spec, type=RouteSpec)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
 
 
 def _described(record: Record, spec: RouteSpec) -> dict[str, Any]:

@@ -164,6 +164,29 @@ class RouteIndex:
 _EMPTY = RouteIndex({})
 
 
+def _route_spec(record: Record, allowed: AllowedDestinations) -> RouteSpec:
+    """Return the route registration a stored record holds, checked as a registration is.
+
+    Raises:
+        ValueError: the record is not one (msgspec's errors are ValueErrors).
+    """
+    if not record.resource.startswith("/"):
+        raise ValueError(f"resource {record.resource[:64]!r} is not a path")
+    spec = _decode_route(record.spec)
+    problems = route_problems(spec, record.resource, allowed)
+    if problems:
+        raise ValueError("; ".join(f"{p['path']}: {p['message']}" for p in problems))
+    return spec
+
+
+def applicable_route(record: Record, allowed: AllowedDestinations) -> RouteSpec | None:
+    """Return the route registration of ``record`` if the index would apply it, else None."""
+    try:
+        return _route_spec(record, allowed)
+    except ValueError:
+        return None
+
+
 class Registry:
     """One worker's index of the hooks in ``storage``.
 
@@ -239,12 +262,7 @@ class Registry:
                 )
             return None
         try:
-            if not record.resource.startswith("/"):
-                raise ValueError(f"resource {record.resource[:64]!r} is not a path")
-            spec = _decode_route(record.spec)
-            problems = route_problems(spec, record.resource, self.allowed)
-            if problems:
-                raise ValueError("; ".join(f"{p['path']}: {p['message']}" for p in problems))
+            spec = _route_spec(record, self.allowed)
             hook = RouteHook(record.resource, spec, record.expires_at)
             hook.proxy = self.make_proxy(hook)
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as ex:
@@ -271,7 +289,9 @@ class Registry:
         thread.start()
 
     def stop(self) -> None:
+        """Stop the thread and close the storage (which wakes a thread waiting in it)."""
         self._stopping.set()
+        self.storage.close()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=5)
