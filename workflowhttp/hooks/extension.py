@@ -195,6 +195,8 @@ class Hooks(Extension):
         hook = routes.find(environ["REQUEST_METHOD"], path, environ)
         if hook is None:
             return
+        # SECURITY: an in-process request carries the hooks it came through: coming back to
+        # one (or too long a chain) is a 508 at once, never an endless recursion.
         chain = environ.get(CHAIN, ())
         if hook.resource in chain or len(chain) >= MAX_CHAIN:
             raise LoopDetected(f"the request came back to the hook on {hook.resource}")

@@ -86,6 +86,9 @@ def compile_pattern(pattern: str) -> Any:
     Raises:
         ValueError: the pattern is too long or not valid RE2 syntax.
     """
+    # SECURITY: a client registers the pattern and it runs on every request's headers: RE2
+    # matches in time linear in the input whatever the pattern ((a+)+$ included), where a
+    # backtracking engine would let one registration stall every worker.
     if len(pattern) > MAX_PATTERN:
         raise ValueError(f"longer than {MAX_PATTERN} characters")
     try:
@@ -221,6 +224,7 @@ def destination_problems(
             return [
                 {"path": where, "message": "a local destination cannot hold _hooks or dot segments"}
             ]
+        # SECURITY: a destination inside the hooked resource would forward to itself.
         if path == resource or path.startswith(resource.rstrip("/") + "/"):
             return [
                 {
@@ -237,6 +241,9 @@ def destination_problems(
                 "query or fragment",
             }
         ]
+    # SECURITY: no server-side request forgery: an external destination must fall under
+    # allowed_destinations (none by default), so a client cannot make the app call its
+    # internal network or a cloud metadata address.
     if not allowed.allows(destination):
         return [
             {
