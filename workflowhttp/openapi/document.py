@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import copy
 import dataclasses
 import http
 import inspect
@@ -148,8 +149,8 @@ def build_document(routes: Iterable[Route], config: OpenAPI) -> dict[str, Any]:
     names = _our_names(components)
     components.update(
         {
-            names["Error"]: _ERROR,
-            names["ParameterError"]: _PARAMETER_ERROR,
+            names["Error"]: copy.deepcopy(_ERROR),  # the caller may change its document
+            names["ParameterError"]: copy.deepcopy(_PARAMETER_ERROR),
             names["ParametersFailed"]: _parameters_failed(names["ParameterError"]),
         }
     )
