@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from wsgiref.validate import validator
 
 from werkzeug.http import parse_cookie
 from werkzeug.test import Client, TestResponse
 from werkzeug.wsgi import get_current_url
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 __all__ = ["TestClient"]
 
@@ -45,6 +48,25 @@ class TestClient(Client):
 
     def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> TestResponse:
         return super().open(*args, buffered=buffered, **kwargs)
+
+    def trace(self, method: str, path: str, **kwargs: Any) -> Trace:  # type: ignore[override]
+        """Run one request through an instrumented copy of the app; return its :class:`Trace`.
+
+        ``kwargs`` are :meth:`open`'s (``headers=``, ``data=``, ``json=``, ``query_string=``).
+        The app itself is not instrumented: its other requests pay nothing for the trace. The
+        request is validated like the client's others, and sent with the client's cookie jar.
+        (This replaces werkzeug's ``trace()``, which sent an HTTP ``TRACE``: use
+        ``open(path, method="TRACE")`` for that.)
+        """
+        from .trace import answer_of, traced_app
+
+        traced, recorder = traced_app(self.app_under_test)
+        client = TestClient(traced, validate=self.application is not self.app_under_test)
+        client._cookies = self._cookies
+        response = client.open(path, method=method.upper(), **kwargs)
+        body = response.get_data()
+        answer = answer_of(response.status_code, response.headers.to_wsgi_list(), body)
+        return recorder.trace(method.upper(), path, answer)
 
     def _add_cookies_to_wsgi(self, environ: dict[str, Any]) -> None:
         """Send an explicit ``Cookie`` header as given, plus the jar's other cookies.
