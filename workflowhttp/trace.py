@@ -285,3 +285,70 @@ def _wrap(recorder: Recorder, state: str, priority: int | None, function: Listen
 def answer_of(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> TraceAnswer:
     """Build a :class:`TraceAnswer`, keeping the body's head."""
     return TraceAnswer(status, tuple(headers), body[:BODY_HEAD], len(body))
+
+
+# -- as text -----------------------------------------------------------------------------------
+
+
+def escaped(text: str) -> str:
+    """Return ``text`` with control and non-ASCII characters escaped (``\\n``, ``\\x1b``).
+
+    SECURITY: a body, header or name printed to a terminal cannot emit escape sequences.
+    """
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def format_trace(trace: Trace) -> str:
+    """Return the trace as a table (state, listener, priority, action, µs) and the answer."""
+    rows = [("STATE", "LISTENER", "PRIORITY", "ACTION", "µs")]
+    for step in trace.steps:
+        state = step.state if step.workflow == "http" else f"  {step.state}"
+        if not step.listeners:
+            rows.append((state, "", "", "", ""))
+        for index, run in enumerate(step.listeners):
+            rows.append(
+                (
+                    state if index == 0 else "",
+                    escaped(run.name),
+                    "" if run.priority is None else str(run.priority),
+                    escaped(run.action),
+                    f"{run.microseconds:.1f}",
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if column == 4 else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.append("")
+    lines.append(f"{trace.method} {escaped(trace.path)} → {trace.answer.status}")
+    lines.extend(f"{escaped(name)}: {escaped(value)}" for name, value in trace.answer.headers)
+    body = escaped(trace.answer.body.decode("utf-8", "backslashreplace"))
+    more = trace.answer.size - len(trace.answer.body)
+    lines.append("")
+    lines.append(body + (f" … ({more} more bytes)" if more > 0 else ""))
+    if trace.error is not None:
+        lines.append("")
+        lines.append(f"error: {escaped(trace.error)}")
+    return "\n".join(lines)
+
+
+def draw_listeners(app: App, workflow: str = "http") -> str:
+    """Return the workflow's Mermaid diagram with the app's own listeners of each state in a
+    note beside it, in the order they run, each as ``priority name``."""
+    from .workflow import draw
+
+    text = str(draw("mermaid", workflow=workflow)).rstrip("\n")
+    notes = []
+    table = listener_table(app, own=True)
+    for state in WORKFLOWS[workflow].states:
+        own = table.get(state, [])
+        if not own:
+            continue
+        notes.append(f"  note right of {state}")
+        notes.extend(f"    {priority} {escaped(listener_name(fn))}" for priority, fn in own)
+        notes.append("  end note")
+    return "\n".join([text, *notes])

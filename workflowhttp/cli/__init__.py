@@ -1,5 +1,5 @@
 """The ``workflowhttp`` command: serve (gunicorn), dev (werkzeug reloader), routes, graph, hooks,
-openapi.
+openapi, trace.
 
 Every command that needs the app gets it from :func:`load_app`
 (:mod:`workflowhttp.cli.loading`): what is wrong with a target (no such module, a syntax
@@ -23,7 +23,18 @@ from .loading import LoadError, load_app
 from .logs import LogOptions
 from .serving import serve
 
-__all__ = ["LoadError", "dev", "graph", "hooks", "load_app", "main", "openapi", "routes", "serve"]
+__all__ = [
+    "LoadError",
+    "dev",
+    "graph",
+    "hooks",
+    "load_app",
+    "main",
+    "openapi",
+    "routes",
+    "serve",
+    "trace",
+]
 
 
 def _default_workers() -> int:
@@ -112,12 +123,62 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
     )
 
 
-def graph(fmt: str, output: str | None, workflow: str = "http") -> str | None:
-    """Return a workflow's diagram as Mermaid text, or write an image with graphviz."""
+def trace(target: str, method: str, path: str, headers: Sequence[str] = (), data: str = "") -> str:
+    """Run one request in process on the app at ``target``; return its trace as a table.
+
+    ``headers`` are ``"Name: value"`` strings.
+
+    Raises:
+        LoadError: the target gives no App.
+        SystemExit: a header without a colon (a one-line message).
+    """
+    from ..testing import TestClient
+    from ..trace import format_trace
+
+    app = _the_app(target)
+    given = []
+    for header in headers:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise SystemExit(f"workflowhttp: error: a header is 'Name: value', not {header!r}")
+        given.append((name.strip(), value.strip()))
+    body = data.encode("utf-8")
+    with TestClient(app) as client:
+        traced = client.trace(method, path, headers=given, data=body)
+    return format_trace(traced)
+
+
+def _the_app(target: str) -> App:
+    app = load_app(target)
+    if not isinstance(app, App):
+        raise LoadError(f"{target} is a WSGI callable, not a workflowhttp App: it has no listeners")
+    return app
+
+
+def graph(
+    fmt: str,
+    output: str | None,
+    workflow: str = "http",
+    *,
+    target: str | None = None,
+    listeners: bool = False,
+) -> str | None:
+    """Return a workflow's diagram as Mermaid text, or write an image with graphviz.
+
+    With ``listeners`` (Mermaid only) each state carries a note listing the own listeners of
+    the app at ``target``, in the order they run.
+    """
     from ..workflow import draw
 
+    if listeners and target is None:
+        raise SystemExit("workflowhttp: error: graph --listeners needs the app (module:app)")
     if fmt == "mermaid":
-        text = str(draw("mermaid", workflow=workflow))
+        if listeners and target is not None:
+            from ..trace import draw_listeners
+
+            text = draw_listeners(_the_app(target), workflow)
+        else:
+            text = str(draw("mermaid", workflow=workflow))
         if output:
             with open(output, "w", encoding="utf-8") as handle:
                 handle.write(text)
@@ -252,7 +313,26 @@ def _parser() -> argparse.ArgumentParser:
         "--yaml", action="store_true", help="YAML instead of JSON (needs PyYAML)"
     )
 
+    trace_parser = commands.add_parser(
+        "trace", help="run one request in process; print each state and listener it passed"
+    )
+    trace_parser.add_argument("app", help=_TARGET_HELP)
+    trace_parser.add_argument("method", help="GET, POST, ...")
+    trace_parser.add_argument("path", help="the path, with its query (/items/1?x=2)")
+    trace_parser.add_argument(
+        "-H", "--header", action="append", default=[], help="a header, 'Name: value'"
+    )
+    trace_parser.add_argument("-d", "--data", default="", help="the request body")
+
     graph_parser = commands.add_parser("graph", help="print the workflow's state diagram")
+    graph_parser.add_argument(
+        "app", nargs="?", default=None, help="module:app, for --listeners: " + _TARGET_HELP
+    )
+    graph_parser.add_argument(
+        "--listeners",
+        action="store_true",
+        help="note each state's own listeners of the app, in the order they run (mermaid)",
+    )
     graph_parser.add_argument(
         "--format",
         default="mermaid",
@@ -319,7 +399,11 @@ def _run(args: argparse.Namespace) -> None:
         print(hooks(args.app))
     elif args.command == "openapi":
         print(openapi(args.app, as_yaml=args.yaml))
+    elif args.command == "trace":
+        print(trace(args.app, args.method, args.path, args.header, args.data))
     elif args.command == "graph":
-        text = graph(args.format, args.output, args.workflow)
+        text = graph(
+            args.format, args.output, args.workflow, target=args.app, listeners=args.listeners
+        )
         if text is not None:
             print(text)
