@@ -105,14 +105,25 @@ class AuthorController:
             raise NotFound(f"No author with id {id}")
         return author
 
-    @http.POST("/").name("authors.create").description("add an author (JSON or form body)")
+    @(
+        http.POST("/")
+        .name("authors.create")
+        .description("add an author (JSON or form body)")
+        .data("responses", {409: "An author of that name exists already."})
+    )
     def create(self, author: NewAuthor) -> tuple[Author, int, dict[str, str]]:
         created = self.authors.add(author)
         if created is None:
             raise Conflict(f"An author named {author.name!r} exists already")
         return created, 201, {"Location": f"/authors/{created.id}"}
 
-    @http.DELETE("/{id}").group("admin").name("authors.delete").description("delete an author")
+    @(
+        http.DELETE("/{id}")
+        .group("admin")
+        .name("authors.delete")
+        .description("delete an author")
+        .data("responses", {409: "The author has books: delete them first."})
+    )
     def delete(self, id: Id) -> None:
         try:
             deleted = self.authors.delete(id)

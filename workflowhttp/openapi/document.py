@@ -18,11 +18,13 @@ What each part comes from:
   once; models become ``components/schemas``, constraints (``msgspec.Meta``) their keywords;
 * **responses**: the return annotation (``None`` → 204, ``X | None`` → 200 and 204,
   ``tuple[X, Literal[201]]`` → 201, ``tuple[X, int]`` → ``2XX``, a ``Response`` → ``default``;
-  ``.data("status", 201)`` on the route overrides the status), then the kernel's answers as
-  ``components/responses``: 400 (with ``errors``) and 500 everywhere, 404 where the path has
-  parameters, 413 and 415 where there is a body, 403 in the groups an auth listener guards
-  (``OpenAPI(guarded_groups=...)``), 502/503/504 on proxy routes. The 405 is a component too;
-  no operation lists it, since it answers the methods the path does not have.
+  ``.data("status", 201)`` on the route overrides the status; ``.data("responses", {409:
+  "text"})`` adds the error answers it raises, with the kernel's error body), then the
+  kernel's answers as ``components/responses``: 400 (with ``errors``) and 500 everywhere,
+  404 where the path has parameters, 413 and 415 where there is a body, 403 in the groups an
+  auth listener guards (``OpenAPI(guarded_groups=...)``), 502/503/504 on proxy routes. The
+  405 is a component too; no operation lists it, since it answers the methods the path does
+  not have.
 
 A route with ``.data("openapi", False)`` is left out, as are the document's own routes.
 """
@@ -128,6 +130,7 @@ def build_document(routes: Iterable[Route], config: OpenAPI) -> dict[str, Any]:
     tags: dict[str, str] = {}
     operation_ids: set[str] = set()
     proxied = False
+    declaring: list[tuple[dict[str, Any], Route]] = []
     for route in routes:
         marker = route.data.get("openapi")
         if marker is not None and marker is not True:
@@ -145,8 +148,11 @@ def build_document(routes: Iterable[Route], config: OpenAPI) -> dict[str, Any]:
             )
             _describe_operation(operation, route, method, config, schemas, is_proxy)
             item[method.lower()] = operation
+            declaring.append((operation, route))
     components = schemas.finish()
     names = _our_names(components)
+    for operation, route in declaring:
+        _declared_answers(operation, route, names["Error"])
     components.update(
         {
             names["Error"]: copy.deepcopy(_ERROR),  # the caller may change its document
@@ -229,6 +235,25 @@ def _describe_operation(
     if is_proxy:
         for name, status, _, _ in _PROXY_ANSWERS:
             answer(status, name)
+    operation["responses"] = dict(sorted(responses.items(), key=_status_order))
+
+
+def _declared_answers(operation: dict[str, Any], route: Route, error: str) -> None:
+    """Add the error answers the route declares, ``.data("responses", {409: "text"})``: each
+    with the kernel's ``{"message": ...}`` body (what an ``HTTPError`` the controller raises
+    renders). The route's own answers and the kernel's of the same status are kept."""
+    declared = route.data.get("responses")
+    if not isinstance(declared, dict) or not declared:
+        return
+    responses = operation["responses"]
+    for status, description in declared.items():
+        responses.setdefault(
+            str(status),
+            {
+                "description": str(description),
+                "content": {_JSON: {"schema": {"$ref": _SCHEMAS + error}}},
+            },
+        )
     operation["responses"] = dict(sorted(responses.items(), key=_status_order))
 
 
