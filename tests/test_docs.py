@@ -34,6 +34,7 @@ PAGES = (
     "proxy.md",
     "hooks.md",
     "openapi.md",
+    "trace.md",
     "testing.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
