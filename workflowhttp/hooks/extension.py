@@ -189,6 +189,12 @@ class Hooks(Extension):
         routes = self.registry.routes
         if not routes.depths:  # PERF: no route hook: one attribute read and out
             return
+        # PERF: most requests are under no hooked collection: their first segment says so
+        # before the path is decoded (a non-ASCII one is decoded first, as the router does).
+        cut = raw_path.find("/", 1)
+        first = raw_path[1:cut] if cut > 0 else raw_path[1:]
+        if first not in routes.firsts and first.isascii():
+            return
         path = self._registration.request_path(environ)
         if not path.startswith(self.root) and path + "/" != self.root:
             return

@@ -482,7 +482,12 @@ def _search(
         # The static suffix is compared once, from the end: "/a/b/_hooks/route" gives
         # {resource} "a/b". Checked before the plain {name:path}, being more specific.
         end = len(segments) - len(suffix)
-        if end > index and child.leaf is not None and tuple(segments[end:]) == suffix:
+        if (
+            end > index
+            and segments[-1] == suffix[-1]  # PERF: most paths differ at the last segment
+            and child.leaf is not None
+            and tuple(segments[end:]) == suffix
+        ):
             tail = segments[index:end]
             if "" not in tail and ".." not in tail:
                 value = "/".join(tail)
