@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import threading
 import time
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from ..extensions import Extension
 from ..kernel import loggable
 from ..params import Body, Header, Query
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
+from ..proxy.upstreams import LazyClient
 from ..responses import JSONResponse
 from ..routing import Route, Router, http
 from ..stream.events import HooksChanged
@@ -108,8 +108,7 @@ class Hooks(Extension):
             sweep_interval=sweep_interval,
             on_change=self._changed,
         )
-        self._client: urllib3.PoolManager | None = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(64, pool_size)
         self._app: Any = None
         self._registration = Router()
         self._forward_route: Route | None = None
@@ -135,22 +134,12 @@ class Hooks(Extension):
 
     def stop(self, app: Any) -> None:
         self.registry.stop()  # closes the storage, which wakes the thread at once
-        client, self._client = self._client, None
-        if client is not None:
-            client.clear()
+        self._client.clear()
 
     @property
     def client(self) -> urllib3.PoolManager:
         """The worker's pooled client for external destinations, made on first use."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                client = self._client
-                if client is None:
-                    client = self._client = urllib3.PoolManager(
-                        num_pools=64, maxsize=self.pool_size, block=False
-                    )
-        return client
+        return self._client.get()
 
     def _make_proxy(self, hook: RouteHook) -> HookProxy:
         return HookProxy(hook, self)

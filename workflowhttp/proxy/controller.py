@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from .events import (
 )
 from .headers import request_headers
 from .kernel import KERNEL
-from .upstreams import Pool
+from .upstreams import LazyClient, Pool
 
 __all__ = ["Proxy"]
 
@@ -91,8 +90,7 @@ class Proxy(Extension):
         self.pool_size = pool_size
         self.preserve_host = preserve_host
         self.max_buffer = max_buffer
-        self._client: urllib3.PoolManager | None = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(max(4, len(self.pool.upstreams)), pool_size)
         self.kernel = KERNEL
         self.controllers = (self._route(),)
 
@@ -101,24 +99,11 @@ class Proxy(Extension):
     @property
     def client(self) -> urllib3.PoolManager:
         """The worker's pooled HTTP client, made on first use (after gunicorn's fork)."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                client = self._client
-                if client is None:
-                    client = self._client = urllib3.PoolManager(
-                        num_pools=max(4, len(self.pool.upstreams)),
-                        maxsize=self.pool_size,
-                        block=False,
-                    )
-        return client
+        return self._client.get()
 
     def stop(self, app: Any) -> None:
         """Close the pooled connections."""
-        client = self._client
-        if client is not None:
-            self._client = None
-            client.clear()
+        self._client.clear()
 
     def _route(self) -> Any:
         proxy = self

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterable
 
+import urllib3
 from urllib3.util import parse_url
 
 from ..errors import ConfigurationError
 
-__all__ = ["Pool", "Upstream"]
+__all__ = ["LazyClient", "Pool", "Upstream"]
 
 
 class Upstream:
@@ -86,3 +88,33 @@ class Pool:
     def upstreams(self) -> tuple[Upstream, ...]:
         """Every upstream, primaries first."""
         return self.primary + self.fallback
+
+
+class LazyClient:
+    """A worker's pooled urllib3 client, made on first use: after gunicorn's fork, never in
+    the master, and once however many threads ask at the same moment."""
+
+    __slots__ = ("num_pools", "maxsize", "_client", "_lock")
+
+    def __init__(self, num_pools: int, maxsize: int) -> None:
+        self.num_pools = num_pools
+        self.maxsize = maxsize
+        self._client: urllib3.PoolManager | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> urllib3.PoolManager:
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = urllib3.PoolManager(
+                        num_pools=self.num_pools, maxsize=self.maxsize, block=False
+                    )
+        return client
+
+    def clear(self) -> None:
+        """Close the pooled connections; a later :meth:`get` makes a new client."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.clear()
