@@ -175,7 +175,7 @@ class App:
             # The controller has run: a parameter typed HttpEvent (or a service holding the
             # event) would keep the event alive in a cycle until the cyclic GC runs.
             event.parameters = {}
-        if stream is not None:
+        if trace is not None and stream is not None:  # no trace: nothing recorded
             body = stream.finish(event, status_of(response), body)
         scoped = event._scoped
         if event._request is not None or scoped is not None:

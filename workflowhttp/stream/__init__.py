@@ -15,8 +15,8 @@ The contract, stated once:
   every event routed to it, so a processor needs no locks. ``shutdown()`` is called exactly
   once per processor, when the stream shuts down. A processor may name the event types it
   wants in an ``events`` attribute (a tuple of classes, each also selecting its subclasses);
-  the others are never built for it. PERF: building a request's nine events costs more than
-  the request itself; a processor that only needs ``RequestFinished`` should say so.
+  the others are never built for it, and when it wants none of the framework's events its
+  requests record nothing at all.
 * **Keys.** Events with the same key reach the same shard, in the order they were sent: the
   shard of ``hash(key)``. A request's events all have its request id as key, so a user event
   sent with ``key=event.request_id`` reaches the processor that receives that request's own
@@ -33,14 +33,16 @@ The contract, stated once:
   they start in each worker after the fork, never in the master. At exit (or
   :meth:`Stream.shutdown`) the queued events are drained within ``drain_timeout`` seconds.
 
-PERF: the request's thread only records raw facts, the way a low-overhead tracer does: its
-id (formatted ahead, a block at a time, by the shard threads: :meth:`Stream._make_ids`), one
-``perf_counter()`` at the start, the walker's trail (each state's name and the
-``perf_counter()`` it was entered at, in one flat list) and, at the end, one tuple with the
-status, the bytes sent and a few environ values (:meth:`Stream.finish`). That tuple is the
-whole hand-off: one ``deque.append``, no lock, no wake-up. Everything else (wall-clock times,
-time per state, the typed events themselves) is computed in the shard's thread, a batch at a
-time (:class:`_Builder`), and only for the event types its processor wants.
+PERF: the request's thread only records raw facts, the way a low-overhead tracer does, into
+one list, its *trail*: its id (made a block at a time: :meth:`Stream._make_ids`), one
+``perf_counter()`` at the start, each state's name and the ``perf_counter()`` it was entered
+at (appended by the walker) and, at the end, one tuple with the status, the bytes sent and a
+few environ values (:meth:`Stream.finish`). The trail is the whole hand-off: one
+``deque.append``, no lock, no wake-up. Everything else (wall-clock times, time per state, the
+typed events themselves, the calls to the processor) happens in the shard's thread, a batch
+at a time (:class:`_Builder`), and only for the event types its processor wants. Nothing the
+request's thread touches is made on another thread: such objects cost it cache misses, more
+than making them itself.
 """
 
 from __future__ import annotations
@@ -91,13 +93,30 @@ __all__ = [
 logger = logging.getLogger("workflowhttp.stream")
 
 _POLL = 0.01  # seconds an idle shard waits between looks at its queue (or until woken)
-_ID_BLOCK = 256  # request ids formatted at once, by a shard when fewer are ready
+_ID_BLOCK = 256  # request ids made at once, by the request that finds none ready
+# The last two hex digits of the ids of a block, in the order pop() takes them.
+_ID_ENDINGS = tuple(f"{low:02x}" for low in reversed(range(_ID_BLOCK)))
+_HEADER = "X-Request-ID"
 # SECURITY: a client's request id is echoed in a header and logged: only a short token.
 _TRUSTABLE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
-_Record = tuple[Any, ...]
-"""A finished request, as queued: ``(request_id, trail, ended, status, bytes_out, route,
-error, failed, method, path, client, content_length)``; see :meth:`Stream.finish`."""
+_Headers = tuple[tuple[str, str], ...]
+_Trail = list[Any]
+"""A request's record, as queued: ``[request_id, started, state, entered, state, entered,
+..., end]``. Each state's name is followed by the ``perf_counter()`` it was entered at and,
+when a listener of that state raised, by ``(listener, exception)`` (``(name,
+description)`` once :func:`_free_failures` ran); ``end`` is ``(ended, status, bytes_out,
+route, method, path, client, content_length)``, plus ``error`` (the description of the
+exception that decided the answer, or ``None``) when something failed."""
+
+_FRAMEWORK_EVENTS = (
+    RequestStarted,
+    StateEntered,
+    ListenerFailed,
+    RequestFailed,
+    Traffic,
+    RequestFinished,
+)
 
 
 class Processor(Protocol):
@@ -174,84 +193,107 @@ class Stream:
         """Events dropped because a shard's queue was full, by event type name."""
         self._shard_count = shards
         self._shards: tuple[_Shard, ...] = ()
+        self._queues: tuple[deque[Any], ...] = ()
+        # Which shards' processors want framework events; none: requests record nothing.
+        self._recorded: list[bool] = []
+        self._quiet = False
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
         self._deadline = float("inf")
         self._wall_offset = 0.0
         self._ids: list[str] = []  # request ids ready to hand out; pop() takes the next
-        self._id_blocks: Iterator[int] = itertools.count(1, _ID_BLOCK)
-        self._id_template = ""
+        self._id_blocks: Iterator[int] = itertools.count(1)
+        self._id_prefix = ""
         self._spread = itertools.count()
         _STREAMS.add(self)
 
     # -- the request path ------------------------------------------------------------------
 
-    def begin(self, event: HttpEvent) -> tuple[list[Any], tuple[tuple[str, str], ...]]:
+    def begin(self, event: HttpEvent) -> tuple[_Trail | None, _Headers]:
         """Give ``event`` its request id and a trail; return the walker's trace list (the
-        trail) and the response's extra headers (``X-Request-ID``). Called once per request."""
-        if not self._started:
-            self.start()
-        request_id = None
+        trail, ``None`` when no processor wants the framework's events) and the response's
+        extra headers (``X-Request-ID``). Called once per request."""
         if self.trust_request_id:
-            given = event.environ.get("HTTP_X_REQUEST_ID")
-            if given and _TRUSTABLE_ID.fullmatch(given):
-                request_id = given
-        if request_id is None:
+            request_id = self._trusted_id(event)
+        else:
             try:
                 request_id = self._ids.pop()
-            except IndexError:  # the shards keep ids ready; a burst may use them all up
+            except IndexError:  # a block used up, or the stream not started
                 request_id = self._make_ids()
         event.request_id = request_id
-        # The trail: when the request started, then what the walker appends to it.
-        trail = event._trail = [perf_counter()]
-        return trail, (("X-Request-ID", request_id),)
+        if self._quiet:
+            return None, ((_HEADER, request_id),)
+        # The trail: the id, when the request started, then what the walker appends to it.
+        trail = event._trail = [request_id, perf_counter()]
+        return trail, ((_HEADER, request_id),)
 
     def finish(
         self, event: HttpEvent, status: int, body: Iterable[bytes], sent: int | None = None
     ) -> Iterable[bytes]:
-        """Queue the request's record now, or when a streamed body has been sent.
+        """Queue the request's trail now, or when a streamed body has been sent.
 
         ``sent`` is given by a streamed body once it has been sent (the bytes it counted).
-        The record holds raw facts only, and no request state: not the environ (werkzeug
+        The trail holds raw facts only, and no request state: not the environ (werkzeug
         keeps its ``Request`` there), not an exception (its traceback holds the request's
         frames). A few environ values are copied out, and when something failed the errors
         are described here, on the rare path.
         """
+        trail = event._trail
+        if trail is None:  # nothing recorded
+            return body
         if sent is None:
             if body.__class__ is not list:
                 return _CountedBody(body, self, event, status)
             # PERF: a rendered body is one chunk (none for HEAD); sum(map()) costs twice that.
             sent = len(body[0]) if len(body) == 1 else sum(map(len, body))
         ended = perf_counter()
-        trail = event._trail
-        error = None
-        failed = event.error is not None or event.error_state is not None
-        if failed:
-            error = _free_failures(trail, event)
-        route = event.route
         environ = event.environ
-        request_id = event.request_id
-        record = (
-            request_id,
-            trail,
-            ended,
-            status,
-            sent,
-            None if route is None else route.name,
-            error,
-            failed,
-            environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO"),
-            environ.get("REMOTE_ADDR"),
-            environ.get("CONTENT_LENGTH"),
-        )
-        queue = self._shards[hash(request_id) % self._shard_count].queue
-        if len(queue) < self.queue_size and not self._stopping:
-            queue.append(record)
+        if event.error is None and event.error_state is None:
+            trail.append(
+                (
+                    ended,
+                    status,
+                    sent,
+                    event.route,
+                    environ.get("REQUEST_METHOD"),
+                    environ.get("PATH_INFO"),
+                    environ.get("REMOTE_ADDR"),
+                    environ.get("CONTENT_LENGTH"),
+                )
+            )
         else:
-            self._count_dropped(_record_event_types(record))
+            trail.append(
+                (
+                    ended,
+                    status,
+                    sent,
+                    event.route,
+                    environ.get("REQUEST_METHOD"),
+                    environ.get("PATH_INFO"),
+                    environ.get("REMOTE_ADDR"),
+                    environ.get("CONTENT_LENGTH"),
+                    _free_failures(trail, event),
+                )
+            )
+        queue = self._queues[hash(trail[0]) % self._shard_count]
+        if len(queue) < self.queue_size and not self._stopping:
+            queue.append(trail)
+        else:
+            self._count_dropped(_trail_event_types(trail))
         return body
+
+    def _trusted_id(self, event: HttpEvent) -> str:
+        """Return the id the client sent, or the next one when it sent none we trust."""
+        given = event.environ.get("HTTP_X_REQUEST_ID")
+        if given and _TRUSTABLE_ID.fullmatch(given):
+            if not self._started:
+                self.start()
+            return given  # type: ignore[no-any-return]
+        try:
+            return self._ids.pop()
+        except IndexError:
+            return self._make_ids()
 
     # -- user events -----------------------------------------------------------------------
 
@@ -266,7 +308,7 @@ class Stream:
         if not self._started:
             self.start()
         index = next(self._spread) if key is None else hash(key)
-        queue = self._shards[index % self._shard_count].queue
+        queue = self._queues[index % self._shard_count]
         if len(queue) >= self.queue_size or self._stopping:
             self._count_dropped({type(event).__name__: 1})
             return False
@@ -280,16 +322,20 @@ class Stream:
         with self._lock:
             if self._started:
                 return
-            self._id_template = f"{os.urandom(4).hex()}-%x\n" * _ID_BLOCK
-            self._id_blocks = itertools.count(1, _ID_BLOCK)
+            self._id_prefix = f"{os.urandom(4).hex()}-"
+            self._id_blocks = itertools.count(1)
             self._ids = []
             self._wall_offset = time.time() - perf_counter()
             self._stopping = False
             self._shards = tuple(_Shard() for _ in range(self._shard_count))
+            self._queues = tuple(shard.queue for shard in self._shards)
+            # Until its processor is made and says what it wants, a shard gets everything.
+            self._recorded = [True] * self._shard_count
+            self._quiet = False
             for index, shard in enumerate(self._shards):
                 shard.thread = threading.Thread(
                     target=self._run,
-                    args=(shard,),
+                    args=(shard, index),
                     name=f"workflowhttp-stream-{index}",
                     daemon=True,
                 )
@@ -327,36 +373,43 @@ class Stream:
         atexit.unregister(self.shutdown)
         with self._lock:
             self._started = False
+            self._ids = []  # the next request starts the stream again
 
     def _make_ids(self) -> str:
-        """Format the next block of request ids: return one, keep the others ready.
+        """Make the next block of request ids (starting the stream if needed): return one,
+        keep the others ready.
 
-        PERF: formatting a counter costs more than the rest of a request's record. Formatted
-        a block at a time (one ``%``, one ``split()``), mostly by the shard threads between
-        their batches, an id costs the request one ``list.pop()``. Every block is a distinct
-        range of the counter, so ids stay unique when two threads make blocks at once.
+        PERF: a block is the ids of one range of 256 counter values, made by one C-level
+        loop that appends each of the 256 possible last two hex digits to the prefix and the
+        block number (no formatting per id), so an id costs a request about one
+        ``list.pop()``. The request that finds none ready makes them: objects a request
+        touches are best made on its own thread (made on a shard's, they cost it cache
+        misses). Every block is a distinct range of the counter, so ids stay unique when two
+        threads make blocks at once.
         """
-        first = next(self._id_blocks)
-        numbers = tuple(range(first + _ID_BLOCK - 1, first - 1, -1))  # pop() takes them in order
-        block = (self._id_template % numbers).split()
-        deque(map(hash, block), 0)  # PERF: a str keeps its hash: finish() finds the shard
+        if not self._started:
+            self.start()
+        block = list(map(f"{self._id_prefix}{next(self._id_blocks):x}".__add__, _ID_ENDINGS))
         request_id = block.pop()
         self._ids[:0] = block  # behind the ones still ready, which pop() takes first
         return request_id
 
     def _forget_parent(self) -> None:
         # A forked child has none of the parent's threads: it starts its own on first use,
-        # with a prefix of its own (never the parent's ids, formatted before the fork).
+        # with a prefix of its own (never the parent's ids, made before the fork).
         self._ids = []
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
         self._deadline = float("inf")
         self._shards = ()
+        self._queues = ()
+        self._recorded = []
+        self._quiet = False
 
     # -- the shard threads -----------------------------------------------------------------
 
-    def _run(self, shard: _Shard) -> None:
+    def _run(self, shard: _Shard, index: int) -> None:
         processor: Any = None
         wanted: tuple[type, ...] | None = None
         process: Callable[[StreamEvent], Any] | None = None
@@ -374,13 +427,14 @@ class Stream:
         except ConfigurationError as ex:
             logger.error("%s; this shard drops its events", ex)
             process = None
-        build = _Builder(wanted, self._wall_offset).build
+        builder = _Builder(wanted, self._wall_offset)
+        if process is None or not builder.any:
+            self._record_nothing(index)
+        deliver = None if process is None else builder.deliver
         queue = shard.queue
         while True:
             if queue:
-                self._drain(queue, process, wanted, build)
-            if len(self._ids) < _ID_BLOCK:
-                self._make_ids()  # the one it returns is never used: ids need not be dense
+                self._drain(queue, process, wanted, deliver)
             if self._stopping:
                 if not queue or monotonic() > self._deadline:
                     break
@@ -402,18 +456,27 @@ class Stream:
             except Exception:
                 logger.exception("stream processor shutdown failed")
 
+    def _record_nothing(self, index: int) -> None:
+        """Note that shard ``index`` builds no framework event (its processor wants none, or
+        there is none); once no shard does, requests record nothing."""
+        with self._lock:
+            if index < len(self._recorded):  # not a stream forgotten by a fork meanwhile
+                self._recorded[index] = False
+                self._quiet = not any(self._recorded)
+        # A trail recorded before reaches the shard, which builds nothing from it.
+
     def _drain(
         self,
         queue: deque[Any],
         process: Callable[[StreamEvent], Any] | None,
         wanted: tuple[type, ...] | None,
-        build: Callable[[_Record], list[StreamEvent]],
+        deliver: Callable[[list[Any], Callable[[StreamEvent], Any]], None] | None,
     ) -> None:
         """Process what ``queue`` holds now, in order, as one batch.
 
         ``process`` is ``None`` when the shard has no working processor: its events are
-        dropped. A request record or user event is freed once processed: nothing here outlives
-        the call, so an idle shard keeps no event alive.
+        dropped. A trail or user event is freed once processed: nothing here outlives the
+        call, so an idle shard keeps no event alive.
         """
         popleft = queue.popleft
         for _ in repeat(None, len(queue)):
@@ -421,19 +484,12 @@ class Stream:
                 return  # out of time: what is left is counted as undrained
             item = popleft()
             kind = item.__class__
-            if kind is tuple:  # a request's record
-                if process is None:
-                    continue
-                try:
-                    events = build(item)
-                except Exception:
-                    logger.exception("stream could not build the events of a request")
-                    continue
-                for event in events:
+            if kind is list:  # a request's trail
+                if deliver is not None:
                     try:
-                        process(event)
+                        deliver(item, process)  # type: ignore[arg-type]
                     except Exception:
-                        logger.exception("stream processor failed on %s", type(event).__name__)
+                        logger.exception("stream could not build the events of a request")
             elif kind is _Barrier:
                 item.done.set()
             elif process is not None and (wanted is None or isinstance(item, wanted)):
@@ -453,7 +509,8 @@ class Stream:
 def _free_failures(trail: list[Any], event: HttpEvent) -> str | None:
     """Replace each ``(listener, exception)`` the walker put in ``trail`` by ``(name,
     description)``; return the description of ``event.error`` (what decided the answer)."""
-    for index, entry in enumerate(trail):
+    for index in range(2, len(trail)):
+        entry = trail[index]
         if entry.__class__ is tuple:
             listener, failure = entry
             trail[index] = (_listener_name(listener, failure, event), _describe(failure))
@@ -488,16 +545,15 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _record_event_types(record: _Record) -> dict[str, int]:
+def _trail_event_types(trail: list[Any]) -> dict[str, int]:
     """Count a dropped request's events by type, as if they had all been built."""
-    trail = record[1]
-    entered = sum(1 for entry in trail if entry.__class__ is str)
-    failed = sum(1 for entry in trail if entry.__class__ is tuple)
+    recorded = trail[2:-1]
+    end = trail[-1]
     return {
         "RequestStarted": 1,
-        "StateEntered": entered,
-        "ListenerFailed": failed,
-        "RequestFailed": int(record[6] is not None),
+        "StateEntered": sum(1 for entry in recorded if entry.__class__ is str),
+        "ListenerFailed": sum(1 for entry in recorded if entry.__class__ is tuple),
+        "RequestFailed": int(len(end) > 8 and end[8] is not None),
         "Traffic": 1,
         "RequestFinished": 1,
     }
@@ -538,120 +594,157 @@ def _bytes_in(content_length: str | None) -> int:
         return 0
 
 
-class _Builder:
-    """Turns request records into the typed events one processor wants (in its shard).
+def _processor_failed(event: StreamEvent) -> None:
+    logger.exception("stream processor failed on %s", type(event).__name__)
 
-    PERF: the flags are decided once per shard. A request that nothing failed in takes the
-    fast path: its trail strictly alternates state names and times, and one loop makes its
-    ``StateEntered`` events and its time per state.
+
+class _Builder:
+    """Turns trails into the typed events one processor wants and gives them to it, in their
+    documented order (in its shard).
+
+    PERF: the flags are decided once per shard, and each event goes to the processor as it
+    is built (no list of a request's events). A request that nothing failed in takes the
+    fast path: its trail strictly alternates state names and times, sliced apart at C speed.
     """
 
-    __slots__ = ("offset", "started", "entered", "failed", "decided", "traffic", "finished")
+    __slots__ = (
+        "offset",
+        "any",
+        "started",
+        "entered",
+        "failed",
+        "decided",
+        "traffic",
+        "finished",
+    )
 
     def __init__(self, wanted: tuple[type, ...] | None, offset: float) -> None:
         def wants(kind: type) -> bool:
             return wanted is None or any(issubclass(kind, chosen) for chosen in wanted)
 
         self.offset = offset  # turns perf_counter() times into wall-clock ones
+        # The module's names, looked up now: tests put spies there.
         self.started = wants(RequestStarted)
         self.entered = wants(StateEntered)
         self.failed = wants(ListenerFailed)
         self.decided = wants(RequestFailed)
         self.traffic = wants(Traffic)
         self.finished = wants(RequestFinished)
+        self.any = any(wants(kind) for kind in _FRAMEWORK_EVENTS)
 
-    def build(self, record: _Record) -> list[StreamEvent]:
-        """Return the request's events, in their documented order."""
-        (
-            request_id,
-            trail,
-            ended,
-            status,
-            bytes_out,
-            route,
-            error,
-            failed,
-            method,
-            path,
-            client,
-            content_length,
-        ) = record
+    def deliver(self, trail: list[Any], process: Callable[[StreamEvent], Any]) -> None:
+        """Build the request's events and give each to ``process``, in their order."""
+        request_id = trail[0]
+        started = trail[1]
+        end = trail[-1]
+        if len(end) == 8:
+            ended, status, bytes_out, route, method, path, client, content_length = end
+            error = None
+            failed = False
+        else:
+            ended, status, bytes_out, route, method, path, client, content_length, error = end
+            failed = True
         method = method or ""  # a WSGI server may leave PATH_INFO out (the app's root)
         path = path or ""
         offset = self.offset
-        started = trail[0]
-        events: list[StreamEvent] = []
         if self.started:
-            events.append(RequestStarted(request_id, method, path, client, started + offset))
+            event: StreamEvent = RequestStarted(request_id, method, path, client, started + offset)
+            try:
+                process(event)
+            except Exception:
+                _processor_failed(event)
+        last = len(trail) - 1  # the end's index: the states are in between
         spent: dict[str, float] = {}
         # A listener's failure is one more entry in the trail: then take the general path.
         # (``failed`` is decided on the request path from ``event.error``/``error_state``;
         # the parity check also catches a failure whose listener cleared both.)
-        if failed or not len(trail) & 1:
-            self._walk_trail(events, request_id, trail, ended, spent)
-        elif len(trail) > 1:  # names and times alternate: one loop, no lookups
+        if failed or last & 1:
+            spent = self._walk_trail(process, request_id, trail, last, ended)
+        elif last > 2:  # names and times alternate: one loop, no lookups
             entered = self.entered
             timed = self.finished
-            append = events.append
-            name = trail[1]
-            since = trail[2]
+            name = trail[2]
+            since = trail[3]
             if entered:
-                append(StateEntered(request_id, name, since + offset))
-            for index in range(3, len(trail), 2):
+                event = StateEntered(request_id, name, since + offset)
+                try:
+                    process(event)
+                except Exception:
+                    _processor_failed(event)
+            for index in range(4, last, 2):
                 entry = trail[index + 1]
                 if timed:
                     spent[name] = entry - since
                 name = trail[index]
                 since = entry
                 if entered:
-                    append(StateEntered(request_id, name, entry + offset))
+                    event = StateEntered(request_id, name, entry + offset)
+                    try:
+                        process(event)
+                    except Exception:
+                        _processor_failed(event)
             if timed:
                 spent[name] = ended - since
-                if len(spent) * 2 < len(trail) - 1:  # a state entered twice: add its visits up
-                    spent = {}
-                    self._walk_trail(None, request_id, trail, ended, spent)
+                if len(spent) * 2 < last - 2:  # a state entered twice: add its visits up
+                    spent = self._walk_trail(None, request_id, trail, last, ended)
         if error is not None and self.decided:
-            events.append(RequestFailed(request_id, error, status))
+            event = RequestFailed(request_id, error, status)
+            try:
+                process(event)
+            except Exception:
+                _processor_failed(event)
         if self.traffic:
-            events.append(Traffic(request_id, _bytes_in(content_length), bytes_out))
+            event = Traffic(request_id, _bytes_in(content_length), bytes_out)
+            try:
+                process(event)
+            except Exception:
+                _processor_failed(event)
         if self.finished:
-            events.append(
-                RequestFinished(
-                    request_id,
-                    method,
-                    path,
-                    route,
-                    status,
-                    ended - started,
-                    spent,
-                    ended + offset,
-                )
+            event = RequestFinished(
+                request_id,
+                method,
+                path,
+                None if route is None else route.name,
+                status,
+                ended - started,
+                spent,
+                ended + offset,
             )
-        return events
+            try:
+                process(event)
+            except Exception:
+                _processor_failed(event)
 
     def _walk_trail(
         self,
-        events: list[StreamEvent] | None,
+        process: Callable[[StreamEvent], Any] | None,
         request_id: str,
         trail: list[Any],
+        last: int,
         ended: float,
-        spent: dict[str, float],
-    ) -> None:
-        """The general path: add ``StateEntered`` and ``ListenerFailed`` events to ``events``
-        (unless ``None``) and each state's seconds to ``spent``."""
-        entered = events is not None and self.entered
-        failed = events is not None and self.failed
+    ) -> dict[str, float]:
+        """The general path: give ``process`` (unless ``None``) the ``StateEntered`` and
+        ``ListenerFailed`` events of ``trail`` (its entries between the start and the end, at
+        ``last``); return each state's seconds."""
+        entered = process is not None and self.entered
+        failed = process is not None and self.failed
         offset = self.offset
+        spent: dict[str, float] = {}
         state = current = ""
         since = 0.0
-        for index in range(1, len(trail)):
+        event: StreamEvent
+        for index in range(2, last):
             entry = trail[index]
             kind = entry.__class__
             if kind is str:
                 state = entry
             elif kind is float:
                 if entered:
-                    events.append(StateEntered(request_id, state, entry + offset))  # type: ignore[union-attr]
+                    event = StateEntered(request_id, state, entry + offset)
+                    try:
+                        process(event)  # type: ignore[misc]
+                    except Exception:
+                        _processor_failed(event)
                 if current:
                     spent[current] = spent.get(current, 0.0) + (entry - since)
                 current, since = state, entry
@@ -659,13 +752,18 @@ class _Builder:
                 listener, failure = entry
                 if not isinstance(failure, str):  # left raw: freed on the request path only
                     listener, failure = _listener_name(listener, failure, None), _describe(failure)
-                events.append(ListenerFailed(request_id, state, listener, failure))  # type: ignore[union-attr]
+                event = ListenerFailed(request_id, state, listener, failure)
+                try:
+                    process(event)  # type: ignore[misc]
+                except Exception:
+                    _processor_failed(event)
         if current:
             spent[current] = spent.get(current, 0.0) + (ended - since)
+        return spent
 
 
 class _CountedBody:
-    """A streamed body that counts what it sends and queues the record when closed."""
+    """A streamed body that counts what it sends and queues the trail when closed."""
 
     __slots__ = ("_body", "_stream", "_event", "_status", "_sent")
 
