@@ -116,6 +116,12 @@ class FinishedOnly(NoopProcessor):
     events = (RequestFinished,)
 
 
+class NoFrameworkEvent(NoopProcessor):
+    """A processor of its own events only: it wants none of the framework's."""
+
+    events = ()
+
+
 class _Settling:
     """A WSGI app with an event stream, plus ``settle()``: wait until its queues are empty."""
 
@@ -130,10 +136,14 @@ class _Settling:
         self.stream.flush(timeout=10)
 
 
-def make_stream_app(every_event: bool) -> WSGIApplication:
+def make_stream_app(every_event: bool, *, framework_events: bool = True) -> WSGIApplication:
     """Return the main app with an event stream whose no-op processor takes every event, or
-    only ``RequestFinished``."""
-    stream = Stream(NoopProcessor if every_event else FinishedOnly, queue_size=1_000_000)
+    only ``RequestFinished``, or (``framework_events=False``) none of the framework's."""
+    if not framework_events:
+        factory: type[NoopProcessor] = NoFrameworkEvent
+    else:
+        factory = NoopProcessor if every_event else FinishedOnly
+    stream = Stream(factory, queue_size=1_000_000)
     return _Settling(App(controllers=MAIN_CONTROLLERS, stream=stream), stream)
 
 
