@@ -249,33 +249,19 @@ class Stream:
             sent = len(body[0]) if len(body) == 1 else sum(map(len, body))
         ended = perf_counter()
         environ = event.environ
-        if event.error is None and event.error_state is None:
-            trail.append(
-                (
-                    ended,
-                    status,
-                    sent,
-                    event.route,
-                    environ.get("REQUEST_METHOD"),
-                    environ.get("PATH_INFO"),
-                    environ.get("REMOTE_ADDR"),
-                    environ.get("CONTENT_LENGTH"),
-                )
-            )
-        else:
-            trail.append(
-                (
-                    ended,
-                    status,
-                    sent,
-                    event.route,
-                    environ.get("REQUEST_METHOD"),
-                    environ.get("PATH_INFO"),
-                    environ.get("REMOTE_ADDR"),
-                    environ.get("CONTENT_LENGTH"),
-                    _free_failures(trail, event),
-                )
-            )
+        end: tuple[Any, ...] = (
+            ended,
+            status,
+            sent,
+            event.route,
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            environ.get("REMOTE_ADDR"),
+            environ.get("CONTENT_LENGTH"),
+        )
+        if event.error is not None or event.error_state is not None:
+            end += (_free_failures(trail, event),)
+        trail.append(end)
         queue = self._queues[hash(trail[0]) % self._shard_count]
         if len(queue) < self.queue_size and not self._stopping:
             queue.append(trail)
