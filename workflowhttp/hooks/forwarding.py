@@ -26,6 +26,7 @@ from ..proxy.events import Outgoing, ProxyEvent, UpstreamResponse
 from ..proxy.headers import response_headers
 from ..responses import Response
 from ..workflow import FILTER_RESPONSE
+from .specs import REFERENCE
 
 if TYPE_CHECKING:
     from .extension import Hooks
@@ -211,7 +212,6 @@ def apply_header_rules(
 
 def _expand(template: str, environ: dict[str, Any]) -> str:
     """Replace each ``{name}`` in a rule's value by that request header's value."""
-    from .specs import _REFERENCE
 
     def value_of(match: Any) -> str:
         name = match.group(1)
@@ -222,4 +222,4 @@ def _expand(template: str, environ: dict[str, Any]) -> str:
         # SECURITY: a request header's value is one line (servers unfold none), but make sure.
         return str(found).replace("\r", "").replace("\n", "")
 
-    return _REFERENCE.sub(value_of, template)
+    return REFERENCE.sub(value_of, template)

@@ -332,8 +332,3 @@ class Registry:
             except Exception:  # never let the thread die: the index would freeze
                 logger.exception("hooks: reloading the index failed")
                 self._stopping.wait(1.0)
-
-    # -- reading --------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        return {"route": len(self.routes)}

@@ -50,7 +50,7 @@ MAX_PATTERN = 1024
 # RFC 9110 token characters, for header names.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A {name} reference in a header rule's value (linear: no nested quantifier).
-_REFERENCE = re.compile(r"\{([^{}]*)\}")
+REFERENCE = re.compile(r"\{([^{}]*)\}")
 # The headers no rule may touch: the message's framing and the connection's own.
 _UNRULED = HOP_BY_HOP | {"content-length"}
 
@@ -286,7 +286,7 @@ def header_rule_problems(rules: list[HeaderRule]) -> list[dict[str, str]]:
             problems.append(
                 {"path": f"{where}.value", "message": "a value cannot hold CR, LF or NUL"}
             )
-        for reference in _REFERENCE.findall(value):
+        for reference in REFERENCE.findall(value):
             if not _TOKEN.fullmatch(reference):
                 problems.append(
                     {"path": f"{where}.value", "message": f"{{{reference}}} is not a header name"}
