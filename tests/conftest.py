@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from workflowhttp import App, HttpEvent, Request, http
+from workflowhttp.stream import Stream
 from workflowhttp.testing import TestClient
 
 
@@ -58,3 +59,19 @@ def client(app: App) -> TestClient:
 def make_client() -> Callable[..., TestClient]:
     """Build a validating test client for an app (``make_client(app)``)."""
     return TestClient
+
+
+@pytest.fixture
+def stop_streams(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shut down, after the test, every event stream it started (apps that log through one)."""
+    started: list[Stream] = []
+    start = Stream.start
+
+    def remember(stream: Stream) -> None:
+        started.append(stream)
+        start(stream)
+
+    monkeypatch.setattr(Stream, "start", remember)
+    yield
+    for stream in started:
+        stream.shutdown()

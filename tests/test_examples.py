@@ -9,14 +9,12 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from workflowhttp import App
-from workflowhttp.stream import Stream
 from workflowhttp.testing import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,19 +24,8 @@ HINT = "Admin routes need the header 'Authorization: Bearer <token>'."
 
 
 @pytest.fixture(autouse=True)
-def stop_streams(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Shut down every event stream a test started (each bookstore app logs through one)."""
-    started: list[Stream] = []
-    start = Stream.start
-
-    def remember(stream: Stream) -> None:
-        started.append(stream)
-        start(stream)
-
-    monkeypatch.setattr(Stream, "start", remember)
-    yield
-    for stream in started:
-        stream.shutdown()
+def _stop_streams(stop_streams: None) -> None:
+    """Each bookstore app logs through an event stream: shut down those a test started."""
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ components as reviewed by hand; a change to the document shows up here as a diff
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from openapi_spec_validator import validate
 
 from workflowhttp import App
 from workflowhttp.routing.paths import PARAM
-from workflowhttp.stream import Stream
 from workflowhttp.testing import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,19 +24,8 @@ TOKEN = "test-admin-token"
 
 
 @pytest.fixture(autouse=True)
-def stop_streams(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Shut down the event stream a served bookstore started (it logs through one)."""
-    started: list[Stream] = []
-    start = Stream.start
-
-    def remember(stream: Stream) -> None:
-        started.append(stream)
-        start(stream)
-
-    monkeypatch.setattr(Stream, "start", remember)
-    yield
-    for stream in started:
-        stream.shutdown()
+def _stop_streams(stop_streams: None) -> None:
+    """Each bookstore app logs through an event stream: shut down those a test started."""
 
 
 @pytest.fixture
