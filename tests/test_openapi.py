@@ -548,7 +548,12 @@ def test_hooks_registration_routes(tmp_path: Path) -> None:
     hooks = Hooks(f"sqlite:///{tmp_path / 'hooks.sqlite3'}")
     app = App(extensions=[hooks], openapi=OpenAPI(docs=None, guarded_groups=["hooks"]))
     document = document_of(app)
-    assert set(document["paths"]) == {"/{resource}/_hooks/route", "/_hooks/routes"}
+    assert set(document["paths"]) == {
+        "/{resource}/_hooks/route",
+        "/_hooks/routes",
+        "/{resource}/_hooks/listeners/http/{id}",
+        "/_hooks/listeners",
+    }
     register = operation(document, "put", "/{resource}/_hooks/route")
     assert register["operationId"] == "hooks.route.register"
     assert register["tags"] == ["hooks"]

@@ -510,13 +510,44 @@ def test_mixed_segment_beats_a_simple_parameter():
     assert client.get("/files/a.txt").text == "other a.txt"
 
 
-def test_only_static_segments_may_follow_a_path_converter():
+def test_a_static_segment_must_follow_a_path_converter():
     @http.GET("/files/{rest:path}/{tail}")
     def bad(rest: str, tail: str) -> str:
         return rest
 
-    with pytest.raises(ConfigurationError, match="only static segments may follow"):
+    with pytest.raises(ConfigurationError, match="a static segment must follow"):
         App(controllers=[bad])
+
+
+def test_only_whole_name_segments_may_follow_a_path_converter():
+    @http.GET("/files/{rest:path}/edit/v{tail}")
+    def bad(rest: str, tail: str) -> str:
+        return rest
+
+    with pytest.raises(ConfigurationError, match="only static segments and whole"):
+        App(controllers=[bad])
+
+
+def test_a_path_converter_followed_by_a_static_segment_and_a_name():
+    # The listener hooks' registration path: /{resource:path}/_hooks/listeners/http/{id}.
+    @http.PUT("/{resource:path}/_hooks/listeners/http/{id}")
+    def listener(resource: str, id: str) -> str:
+        return f"{resource} {id}"
+
+    @http.PUT("/{resource:path}/_hooks/listeners/http/all")
+    def every(resource: str) -> str:
+        return f"all of {resource}"
+
+    client = TestClient(App(controllers=[listener, every]))
+    assert client.put("/data/orders/_hooks/listeners/http/audit").text == "data/orders audit"
+    assert client.put("/data/orders/_hooks/listeners/http/all").text == "all of data/orders"
+    for refused in (
+        "/data/_hooks/listeners/http/..",
+        "/_hooks/listeners/http/x",
+        "/data/_hooks/listeners/http/",
+        "/data/_hooks/listeners/http/a/b",
+    ):
+        assert client.put(refused).status_code == 404, refused
 
 
 def test_a_path_converter_followed_by_static_segments():

@@ -178,6 +178,26 @@ class HttpEvent:
         """Move to ``route_not_found`` (legal in ``route`` only)."""
         self.next(ROUTE_NOT_FOUND)
 
+    def call_on_close(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once the response has been sent: when the server closes its body
+        (after a streamed body too), as werkzeug's ``Response.call_on_close`` does.
+
+        Callbacks run newest first, with the request's generator services' teardowns, and
+        whether or not the request failed; an exception a callback raises is logged, never
+        answered (the response is out already).
+        """
+        from .di import TEARDOWNS
+
+        scoped = self._scoped
+        if scoped is None:
+            scoped = self._scoped = {}
+        teardowns = scoped.get(TEARDOWNS)
+        if teardowns is None:
+            teardowns = scoped[TEARDOWNS] = []
+        closing = _on_close(callback)
+        next(closing)
+        teardowns.append((getattr(callback, "__qualname__", repr(callback)), closing))
+
     def stop_propagation(self) -> None:
         """Skip the remaining listeners of the current state; a scheduled move still happens."""
         self._stopped = True
@@ -356,3 +376,11 @@ def compile_listeners(registrations: Iterable[Registration]) -> dict[str, tuple[
     for registration in sorted(registrations, key=lambda r: (r.priority, r.sequence)):
         table[registration.state].append(registration.listener)
     return {state: tuple(listeners) for state, listeners in table.items()}
+
+
+def _on_close(callback: Callable[[], Any]) -> Any:
+    """A teardown (a started generator) that runs ``callback``, the request failed or not."""
+    try:
+        yield
+    finally:
+        callback()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import logging
 import time
 from typing import Annotated, Any
@@ -22,16 +23,27 @@ from ..events import HttpEvent
 from ..extensions import Extension
 from ..kernel import loggable
 from ..params import Body, Header, Query
+from ..proxy.headers import request_headers
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..proxy.upstreams import LazyClient
-from ..responses import JSONResponse
+from ..request import read_body
+from ..responses import JSONResponse, status_of
 from ..routing import Route, Router, http
 from ..stream.events import HooksChanged
-from ..workflow import METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
-from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected
-from .registry import Registry, RouteHook, applicable_route
-from .specs import AllowedDestinations, RouteSpec, expiry, parse_route
-from .storage import Record, Storage, StorageUnavailable, open_storage
+from ..workflow import CONTROLLER, METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
+from .delivery import Copy, Deliverer, encode_copy
+from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected, apply_header_rules, path_below
+from .registry import ListenerHook, Registry, RouteHook, applicable_spec, listener_name
+from .specs import (
+    AllowedDestinations,
+    ListenerSpec,
+    RouteSpec,
+    expiry,
+    listener_id_problems,
+    parse_listener,
+    parse_route,
+)
+from .storage import Entry, Record, Storage, StorageUnavailable, open_storage
 
 __all__ = ["HOOK", "Hooks", "HooksChanged"]
 
@@ -40,6 +52,8 @@ logger = logging.getLogger("workflowhttp.hooks")
 #: The environ key holding the :class:`RouteHook` that claimed a request.
 HOOK = "workflowhttp.hook"
 _MiB = 1024 * 1024
+#: The longest queue name an ``x-queue`` header may give.
+MAX_QUEUE_NAME = 200
 
 
 class Hooks(Extension):
@@ -64,6 +78,11 @@ class Hooks(Extension):
         pool_size: Keep-alive connections kept per external destination.
         max_buffer: Most bytes a proxy listener may buffer of a hooked answer.
         default_expiry: Seconds a hook lives without ``X-Expire-After`` (Gateleen's hour).
+        lease: Seconds a worker holds a listener's queue without renewing its lease: how long
+            a queue waits after its worker died before another delivers it.
+        delivery_concurrency: Queues each worker delivers at the same time.
+        retry_delay: Seconds before the first retry of a failed delivery (doubling after).
+        max_retry_delay: The most seconds between two retries.
     """
 
     def __init__(
@@ -78,6 +97,10 @@ class Hooks(Extension):
         pool_size: int = 32,
         max_buffer: int = 10 * _MiB,
         default_expiry: int = 3600,
+        lease: float = 10.0,
+        delivery_concurrency: int = 8,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
     ) -> None:
         if not isinstance(root, str) or not root.startswith("/"):
             raise ConfigurationError(f"hooks root must be a path starting with '/': {root!r}")
@@ -91,6 +114,9 @@ class Hooks(Extension):
             ("poll_interval", poll_interval),
             ("reload_interval", reload_interval),
             ("sweep_interval", sweep_interval),
+            ("lease", lease),
+            ("retry_delay", retry_delay),
+            ("max_retry_delay", max_retry_delay),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"hooks {label} must be a positive number: {value!r}")
@@ -108,6 +134,18 @@ class Hooks(Extension):
             sweep_interval=sweep_interval,
             on_change=self._changed,
         )
+        if isinstance(delivery_concurrency, bool) or not isinstance(delivery_concurrency, int):
+            raise ConfigurationError("hooks delivery_concurrency must be a positive integer")
+        if delivery_concurrency < 1:
+            raise ConfigurationError("hooks delivery_concurrency must be a positive integer")
+        self.deliverer = Deliverer(
+            self,
+            lease=lease,
+            concurrency=delivery_concurrency,
+            poll_interval=poll_interval,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
+        )
         self._client = LazyClient(64, pool_size)
         self._app: Any = None
         self._registration = Router()
@@ -115,7 +153,13 @@ class Hooks(Extension):
         self.controllers = self._routes()
         # The route listener, and the proxy workflow's kernel (hooked requests are proxy
         # transactions; the app dedupes it when a Proxy brings it too).
-        self.kernel = ((ROUTE, 50, self._on_route), *PROXY_KERNEL)
+        # Listener hooks copy requests on entering `controller` (after auth and parameters:
+        # a request refused there changes nothing, so nobody is told of it).
+        self.kernel = (
+            (ROUTE, 50, self._on_route),
+            (CONTROLLER, 50, self._on_controller),
+            *PROXY_KERNEL,
+        )
 
     # -- the lifecycle --------------------------------------------------------------------
 
@@ -131,10 +175,22 @@ class Hooks(Extension):
         self._forward_route = route
         self.storage.open()
         self.registry.start()
+        self.deliverer.start()
 
     def stop(self, app: Any) -> None:
+        self.deliverer.stop()
         self.registry.stop()  # closes the storage, which wakes the thread at once
         self._client.clear()
+
+    @property
+    def app(self) -> Any:
+        """The app the hooks run in (once started)."""
+        return self._app
+
+    @property
+    def stream(self) -> Any:
+        """The app's event stream, when it has one."""
+        return self._app.stream if self._app is not None else None
 
     @property
     def client(self) -> urllib3.PoolManager:
@@ -202,6 +258,126 @@ class Hooks(Extension):
         hook: RouteHook = event.environ[HOOK]
         return hook.proxy.handle(event)
 
+    def _on_controller(self, event: HttpEvent) -> None:
+        """Queue the copies of a request the listener hooks want (``controller``, 50)."""
+        if event._next is not None:
+            return
+        index = self.registry.listeners
+        if not index.depths:  # PERF: no listener hook: one attribute read and out
+            return
+        environ = event.environ
+        raw_path = environ.get("PATH_INFO") or "/"
+        cut = raw_path.find("/", 1)
+        first = raw_path[1:cut] if cut > 0 else raw_path[1:]
+        if first not in index.firsts and first.isascii():
+            return
+        route = event.route
+        if route is not None and route.data.get("hooks") is self:
+            return  # registration requests are never hooked
+        path = self._registration.request_path(environ)
+        if not path.startswith(self.root) and path + "/" != self.root:
+            return
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        query = environ.get("QUERY_STRING", "")
+        uri = str(raw) if raw else (path + (f"?{query}" if query else ""))
+        found = index.find(environ["REQUEST_METHOD"], path, uri, environ)
+        if not found:
+            return
+        # SECURITY: a copy delivered in process carries the listeners it came through: it is
+        # never copied to one of them again (two listeners delivering to each other's
+        # resources would otherwise copy forever), nor beyond MAX_CHAIN hooks.
+        chain = environ.get(CHAIN, ())
+        found = [listener for listener in found if listener.name not in chain]
+        if not found or len(chain) >= MAX_CHAIN:
+            return
+        body = b""
+        if any(listener.payload for listener in found):
+            body = read_body(event)  # bounded by max_content_length
+            # Whoever reads the body next (a controller, a route hook's proxy) reads it again.
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        now = time.time()
+        before = [self._entry(lst, event, path, body, now) for lst in found if not lst.after]
+        after = [self._entry(lst, event, path, body, now) for lst in found if lst.after]
+        if before:
+            try:
+                self.storage.enqueue(before)
+            except StorageUnavailable as ex:
+                logger.warning("hooks: a request refused, its copies could not be queued: %s", ex)
+                raise ServiceUnavailable(
+                    "hooks storage unavailable; the request was not processed"
+                ) from None
+            self.deliverer.wake()
+        if after:
+            event.call_on_close(lambda: self._queue_after(event, after))
+
+    def _queue_after(self, event: HttpEvent, entries: list[Entry]) -> None:
+        """Queue the ``after`` listeners' copies once the request answered 2xx."""
+        response = event.response
+        if response is None or not 200 <= status_of(response) < 300:
+            return
+        try:
+            self.storage.enqueue(entries)
+        except StorageUnavailable as ex:
+            logger.error(
+                "hooks: %d copies for after listeners lost (storage unavailable): %s",
+                len(entries),
+                ex,
+            )
+            return
+        self.deliverer.wake()
+
+    def _entry(
+        self, listener: ListenerHook, event: HttpEvent, path: str, body: bytes, now: float
+    ) -> Entry:
+        """Return the queue entry of ``listener``'s copy of the request."""
+        environ = event.environ
+        spec = listener.spec
+        headers, _ = request_headers(
+            environ, trust_forwarded=event.app.trusts_forwarded, preserve_host=False
+        )
+        headers.pop("Content-Length", None)  # the body's, when delivered
+        if listener.rules:
+            apply_header_rules(listener.rules, headers, environ)
+        queue = headers.pop("X-Queue", None) or listener.queue
+        # SECURITY: a queue named by a header is a bounded, printable name.
+        if len(queue) > MAX_QUEUE_NAME or not queue.isprintable() or not queue.isascii():
+            queue = listener.queue
+        give_up = []
+        for name, value in list(headers.items()):
+            lower = name.lower()
+            if lower.startswith("x-queue-retry-"):
+                headers.pop(name, None)
+                if value.strip() == "0":
+                    give_up.append(lower[len("x-queue-retry-") :])
+        if not listener.payload:
+            body = b""
+        destination = spec.destination.rstrip("/")
+        suffix = "" if spec.fullUrl else path_below(environ, listener.resource)
+        query = environ.get("QUERY_STRING", "")
+        url = (destination + suffix or "/") + (f"?{query}" if query else "")
+        copy = Copy(
+            listener.name,
+            environ["REQUEST_METHOD"],
+            url,
+            headers.to_wsgi_list(),
+            body,
+            environ.get("REMOTE_ADDR", ""),
+            environ.get("HTTP_HOST", ""),
+            [*environ.get(CHAIN, ()), listener.name],
+            spec.timeout,
+            give_up,
+            listener.interval,
+        )
+        seconds = spec.queueExpireAfter
+        return Entry(
+            queue,
+            encode_copy(copy),
+            None if seconds is None or seconds < 0 else now + seconds,
+            now + listener.interval if listener.interval else 0.0,
+            listener.interval > 0,
+        )
+
     # -- registration ---------------------------------------------------------------------
 
     def _routes(self) -> tuple[Any, ...]:
@@ -219,7 +395,7 @@ class Hooks(Extension):
 
         def show_route(resource: str) -> JSONResponse:
             """Return the route hook registered on a resource."""
-            return hooks._show("route", hooks._resource(resource))
+            return hooks._show("route", hooks._resource(resource), "")
 
         def unregister_route(event: HttpEvent, resource: str) -> JSONResponse:
             """Remove the route hook of a resource (404 when there was none)."""
@@ -229,6 +405,32 @@ class Hooks(Extension):
             """List the route hooks; ``q`` keeps those whose destination holds it."""
             return hooks._list("route", q)
 
+        listener_path = f"{self.root}{{resource:path}}/_hooks/listeners/http/{{id}}"
+
+        def register_listener(
+            event: HttpEvent,
+            resource: str,
+            id: str,
+            body: Annotated[bytes, Body()],
+            expire_after: Annotated[str | None, Header("X-Expire-After")] = None,
+        ) -> JSONResponse:
+            """Register (or replace) a listener hook of a resource."""
+            return hooks._register_listener(
+                event, hooks._resource(resource), id, body, expire_after
+            )
+
+        def show_listener(resource: str, id: str) -> JSONResponse:
+            """Return a listener hook of a resource, with its queue's length."""
+            return hooks._show("listener", hooks._resource(resource), id)
+
+        def unregister_listener(event: HttpEvent, resource: str, id: str) -> JSONResponse:
+            """Remove a listener hook (404 when there was none); its queued copies stay."""
+            return hooks._unregister(event, "listener", hooks._resource(resource), id)
+
+        def list_listeners(q: Annotated[str, Query()] = "") -> JSONResponse:
+            """List the listener hooks; ``q`` keeps those whose destination holds it."""
+            return hooks._list("listener", q)
+
         declared = (
             (
                 http.PUT(resource_path).name("hooks.route.register").data("body", RouteSpec),
@@ -237,6 +439,13 @@ class Hooks(Extension):
             (http.GET(resource_path).name("hooks.route.show"), show_route),
             (http.DELETE(resource_path).name("hooks.route.unregister"), unregister_route),
             (http.GET(f"{self.root}_hooks/routes").name("hooks.routes"), list_routes),
+            (
+                http.PUT(listener_path).name("hooks.listener.register").data("body", ListenerSpec),
+                register_listener,
+            ),
+            (http.GET(listener_path).name("hooks.listener.show"), show_listener),
+            (http.DELETE(listener_path).name("hooks.listener.unregister"), unregister_listener),
+            (http.GET(f"{self.root}_hooks/listeners").name("hooks.listeners"), list_listeners),
         )
         for spec, function in declared:
             function.__qualname__ = f"Hooks.{function.__name__}"
@@ -269,30 +478,67 @@ class Hooks(Extension):
         )
         return JSONResponse(_described(record, spec), 200)
 
-    def _unregister(self, event: HttpEvent, kind: str, resource: str, id: str) -> JSONResponse:
-        if not self._write(self.storage.delete, kind, resource, id):
-            raise NotFound(f"no {kind} hook on {resource}")
+    def _register_listener(
+        self, event: HttpEvent, resource: str, id: str, body: bytes, expire_after: str | None
+    ) -> JSONResponse:
+        _require_json(event.environ)
+        limits = event.app.limits
+        spec, problems = parse_listener(body, resource, self.allowed, limits.max_json_depth)
+        problems = listener_id_problems(id) + problems
+        expires_at = None
+        try:
+            expires_at = expiry(expire_after, self.default_expiry)
+        except ParametersFailed as ex:
+            problems.extend(ex.errors)
+        if problems or spec is None:
+            raise ParametersFailed(problems, "Invalid listener hook")
+        record = Record("listener", resource, id, msgspec.json.encode(spec), expires_at)
+        self._write(self.storage.put, record)
         logger.info(
-            "hooks: %s hook on %s unregistered by %s",
+            "hooks: listener hook %s on %s → %s registered by %s (expires %s)",
+            loggable(id),
+            loggable(resource),
+            loggable(spec.destination),
+            loggable(event.environ.get("REMOTE_ADDR", "-")),
+            _when(expires_at),
+        )
+        return JSONResponse(_described(record, spec), 200)
+
+    def _unregister(self, event: HttpEvent, kind: str, resource: str, id: str) -> JSONResponse:
+        named = f" {id}" if id else ""
+        if not self._write(self.storage.delete, kind, resource, id):
+            raise NotFound(f"no {kind} hook{named} on {resource}")
+        logger.info(
+            "hooks: %s hook%s on %s unregistered by %s",
             kind,
+            loggable(named),
             loggable(resource),
             loggable(event.environ.get("REMOTE_ADDR", "-")),
         )
-        return JSONResponse({"message": f"{kind} hook removed", "resource": resource}, 200)
+        answer = {"message": f"{kind} hook removed", "resource": resource}
+        if id:
+            answer["id"] = id
+        return JSONResponse(answer, 200)
 
-    def _show(self, kind: str, resource: str) -> JSONResponse:
-        for found_kind, entry in describe(self._records(), self.allowed):
-            if found_kind == kind and entry["resource"] == resource:
+    def _show(self, kind: str, resource: str, id: str) -> JSONResponse:
+        for _, entry in self._described(kind):
+            if entry["resource"] == resource and entry.get("id", "") == id:
                 return JSONResponse(entry, 200)
-        raise NotFound(f"no {kind} hook on {resource}")
+        raise NotFound(f"no {kind} hook{f' {id}' if id else ''} on {resource}")
 
     def _list(self, kind: str, q: str) -> JSONResponse:
-        found = [
-            entry
-            for found_kind, entry in describe(self._records(), self.allowed)
-            if found_kind == kind and q in entry["destination"]
-        ]
+        found = [entry for _, entry in self._described(kind) if q in entry["destination"]]
         return JSONResponse({f"{kind}s": found}, 200)
+
+    def _described(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        described = [found for found in describe(self._records(), self.allowed) if found[0] == kind]
+        if kind == "listener":
+            try:
+                stats = self.storage.queue_stats()
+            except StorageUnavailable as ex:
+                raise ServiceUnavailable(f"hooks storage unavailable: {ex}") from None
+            add_queues(described, stats)
+        return described
 
     def _records(self) -> list[Record]:
         try:
@@ -336,18 +582,33 @@ def describe(
     for record in sorted(records, key=lambda r: (r.kind, r.resource, r.id)):
         if record.expires_at is not None and record.expires_at <= now:
             continue
-        spec = applicable_route(record, allowed) if record.kind == "route" else None
+        spec = applicable_spec(record, allowed)
         if spec is not None:
             described.append((record.kind, _described(record, spec)))
     return described
 
 
-def _described(record: Record, spec: RouteSpec) -> dict[str, Any]:
-    return {
-        "resource": record.resource,
-        **msgspec.to_builtins(spec),
-        "expires": _when(record.expires_at),
-    }
+def add_queues(
+    described: list[tuple[str, dict[str, Any]]], stats: dict[str, tuple[int, float]]
+) -> None:
+    """Add to each listener's description its queue's length and oldest copy's age (the
+    default queue's; copies an ``x-queue`` header sent elsewhere are counted there)."""
+    now = time.time()
+    for kind, entry in described:
+        if kind == "listener":
+            length, oldest = stats.get(entry["queue"], (0, now))
+            entry["queueLength"] = length
+            entry["oldestQueuedSeconds"] = round(now - oldest, 3) if length else None
+
+
+def _described(record: Record, spec: RouteSpec | ListenerSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {"resource": record.resource}
+    if record.kind == "listener":
+        name = listener_name(record.resource, record.id)
+        entry.update(id=record.id, name=name, queue=f"listener-hook-{name}")
+    entry.update(msgspec.to_builtins(spec))
+    entry["expires"] = _when(record.expires_at)
+    return entry
 
 
 def _when(expires_at: float | None) -> str | None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .extension import Hooks
     from .registry import RouteHook
 
-__all__ = ["CHAIN", "HookProxy", "LoopDetected"]
+__all__ = ["CHAIN", "HookProxy", "LoopDetected", "path_below"]
 
 #: The environ key of an in-process request: the resources of the hooks it came through.
 CHAIN = "workflowhttp.hooks.chain"
@@ -77,18 +77,7 @@ class HookProxy(Proxy):
 
     def outgoing_path(self, environ: dict[str, Any]) -> str:
         """The path below the hooked resource (nothing with ``fullUrl``), as received."""
-        if self.hook.spec.fullUrl:
-            return ""
-        resource = self.hook.resource
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        raw_path = str(raw).partition("?")[0] if raw else ""
-        if raw_path.startswith(resource) and resource.isascii() and "%" not in resource:
-            suffix = raw_path[len(resource) :]
-        else:  # the resource was percent-encoded in the request: encode the decoded rest
-            path = environ.get("PATH_INFO") or "/"
-            decoded = path.encode("latin-1").decode("utf-8", "replace")
-            suffix = quote(decoded[len(resource) :], safe="/%:@!$&'()*+,;=-._~")
-        return suffix.rstrip("/") if suffix.strip("/") == "" else suffix
+        return "" if self.hook.spec.fullUrl else path_below(environ, self.hook.resource)
 
     def outgoing(self, event: HttpEvent) -> tuple[Outgoing, dict[str, str]]:
         outgoing, tags = super().outgoing(event)
@@ -126,6 +115,20 @@ class HookProxy(Proxy):
         headers = response_headers(Headers(answer[1] if answer else []))
         event.response = UpstreamResponse(status, headers, _chunks(body), self.max_buffer)
         event._next = FILTER_RESPONSE
+
+
+def path_below(environ: dict[str, Any], resource: str) -> str:
+    """Return the request's path below the hooked ``resource``, percent-encoded as received
+    (``""`` for the resource itself)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    raw_path = str(raw).partition("?")[0] if raw else ""
+    if raw_path.startswith(resource) and resource.isascii() and "%" not in resource:
+        suffix = raw_path[len(resource) :]
+    else:  # the resource was percent-encoded in the request: encode the decoded rest
+        path = environ.get("PATH_INFO") or "/"
+        decoded = path.encode("latin-1").decode("utf-8", "replace")
+        suffix = quote(decoded[len(resource) :], safe="/%:@!$&'()*+,;=-._~")
+    return suffix.rstrip("/") if suffix.strip("/") == "" else suffix
 
 
 def _no_write(data: bytes) -> None:  # pragma: no cover - our app never calls write()

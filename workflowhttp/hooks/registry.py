@@ -22,18 +22,22 @@ import msgspec
 from .specs import (
     AllowedDestinations,
     HeaderRule,
+    ListenerSpec,
     RouteSpec,
     compile_pattern,
     is_local,
+    listener_id_problems,
+    listener_problems,
     route_problems,
 )
 from .storage import Record, Storage, StorageUnavailable
 
-__all__ = ["Registry", "RouteHook", "RouteIndex"]
+__all__ = ["ListenerHook", "ListenerIndex", "Registry", "RouteHook", "RouteIndex"]
 
 logger = logging.getLogger("workflowhttp.hooks")
 
 _decode_route = msgspec.json.Decoder(RouteSpec).decode
+_decode_listener = msgspec.json.Decoder(ListenerSpec).decode
 
 
 class RouteHook:
@@ -167,6 +171,146 @@ class RouteIndex:
 _EMPTY = RouteIndex({})
 
 
+def listener_name(resource: str, id: str) -> str:
+    """Return a listener's unique name: its resource's segments and its id joined by ``+``
+    (Gateleen's listener ids: ``/data/orders`` and ``audit`` make ``data+orders+audit``)."""
+    return "+".join((*resource.strip("/").split("/"), id)) if resource.strip("/") else id
+
+
+class ListenerHook:
+    """A compiled listener hook: what it matches and how its copies are queued.
+
+    Attributes:
+        resource: The hooked path (decoded, no trailing slash).
+        id: The listener's id (the last segment of its registration path).
+        name: Its unique name (:func:`listener_name`).
+        queue: Its queue's name (``listener-hook-<name>``; an ``x-queue`` header set by its
+            header rules names another).
+        spec: The registration as validated.
+        expires_at: Wall-clock expiry of the registration (``None``: never).
+        after: Whether copies are queued after a 2xx answer (``type: after``), not before.
+        payload: Whether copies keep the request's body (not with ``discardPayload`` or
+            ``reducedPropagation``).
+        interval: Seconds between deliveries of ``reducedPropagation`` (0: no such limit).
+        local: Whether the destination is a path of this app (dispatched in process).
+    """
+
+    __slots__ = (
+        "resource",
+        "id",
+        "name",
+        "queue",
+        "spec",
+        "expires_at",
+        "methods",
+        "filter",
+        "headers_filter",
+        "rules",
+        "after",
+        "payload",
+        "interval",
+        "local",
+    )
+
+    def __init__(
+        self, resource: str, id: str, spec: ListenerSpec, expires_at: float | None
+    ) -> None:
+        self.resource = resource
+        self.id = id
+        self.name = listener_name(resource, id)
+        self.queue = f"listener-hook-{self.name}"
+        self.spec = spec
+        self.expires_at = expires_at
+        self.methods = frozenset(spec.methods) if spec.methods else None
+        self.filter = compile_pattern(spec.filter) if spec.filter is not None else None
+        self.headers_filter = (
+            compile_pattern(spec.headersFilter) if spec.headersFilter is not None else None
+        )
+        self.rules = tuple(_rule(rule) for rule in spec.headers)
+        self.after = spec.type == "after"
+        strategy = spec.queueingStrategy
+        self.payload = strategy.type == "default"
+        self.interval = (
+            (strategy.intervalMs or 0) / 1000 if strategy.type == "reducedPropagation" else 0.0
+        )
+        self.local = is_local(spec.destination)
+
+    def applies(
+        self, method: str, uri: str, lines: list[str] | None, environ: dict[str, Any]
+    ) -> bool:
+        """Return whether the request's method, URI (``filter``) and headers are the
+        listener's; ``lines`` are the request's :func:`header_lines` when computed already."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.filter is not None and self.filter.fullmatch(uri) is None:
+            return False
+        pattern = self.headers_filter
+        if pattern is None:
+            return True
+        return any(
+            pattern.fullmatch(line) is not None
+            for line in (lines if lines is not None else header_lines(environ))
+        )
+
+    def __repr__(self) -> str:
+        return f"<ListenerHook {self.name} → {self.spec.destination}>"
+
+
+class ListenerIndex:
+    """The listener hooks by resource; finds those of a path and of each of its ancestors.
+
+    As :class:`RouteIndex`, the cost of :meth:`find` is one dict lookup per registered depth
+    (at most the path's), whatever the number of listeners, plus the matching listeners' own
+    checks.
+    """
+
+    __slots__ = ("listeners", "depths", "deepest", "firsts", "count")
+
+    def __init__(self, listeners: dict[str, tuple[ListenerHook, ...]]) -> None:
+        self.listeners = listeners
+        self.depths = tuple(sorted({resource.count("/") for resource in listeners}))
+        self.deepest = self.depths[-1] if self.depths else 0
+        self.firsts = frozenset(resource.split("/", 2)[1] for resource in listeners)
+        self.count = sum(len(found) for found in listeners.values())
+
+    def find(self, method: str, path: str, uri: str, environ: dict[str, Any]) -> list[ListenerHook]:
+        """Return every listener that wants a copy of a request for ``path`` (decoded, no
+        trailing slash), the shallowest resource's first; ``uri`` is what ``filter`` sees."""
+        ends: list[int] = []
+        position = 0
+        while len(ends) < self.deepest:
+            position = path.find("/", position + 1)
+            if position < 0:
+                ends.append(len(path))
+                break
+            ends.append(position)
+        found: list[ListenerHook] = []
+        lines: list[str] | None = None
+        now = 0.0
+        for depth in self.depths:
+            if depth > len(ends):
+                break
+            candidates = self.listeners.get(path[: ends[depth - 1]])
+            if candidates is None:
+                continue
+            for listener in candidates:
+                if listener.expires_at is not None:
+                    now = now or time.time()
+                    if listener.expires_at <= now:  # expired: never applies, swept or not
+                        continue
+                if listener.headers_filter is not None and lines is None:
+                    lines = header_lines(environ)
+                if listener.applies(method, uri, lines, environ):
+                    found.append(listener)
+        return found
+
+    def __len__(self) -> int:
+        return self.count
+
+
+_NO_LISTENERS = ListenerIndex({})
+
+
 def _route_spec(record: Record, allowed: AllowedDestinations) -> RouteSpec:
     """Return the route registration a stored record holds, checked as a registration is.
 
@@ -182,12 +326,44 @@ def _route_spec(record: Record, allowed: AllowedDestinations) -> RouteSpec:
     return spec
 
 
+def _listener_spec(record: Record, allowed: AllowedDestinations) -> ListenerSpec:
+    """Return the listener registration a stored record holds, checked as a registration is.
+
+    Raises:
+        ValueError: the record is not one.
+    """
+    if not record.resource.startswith("/"):
+        raise ValueError(f"resource {record.resource[:64]!r} is not a path")
+    problems = listener_id_problems(record.id)
+    if not problems:
+        spec = _decode_listener(record.spec)
+        problems = listener_problems(spec, record.resource, allowed)
+    if problems:
+        raise ValueError("; ".join(f"{p['path']}: {p['message']}" for p in problems))
+    return spec
+
+
 def applicable_route(record: Record, allowed: AllowedDestinations) -> RouteSpec | None:
     """Return the route registration of ``record`` if the index would apply it, else None."""
     try:
         return _route_spec(record, allowed)
     except ValueError:
         return None
+
+
+def applicable_spec(
+    record: Record, allowed: AllowedDestinations
+) -> RouteSpec | ListenerSpec | None:
+    """Return the registration of ``record`` (a route or a listener) if the index would apply
+    it, else None."""
+    try:
+        if record.kind == "route":
+            return _route_spec(record, allowed)
+        if record.kind == "listener":
+            return _listener_spec(record, allowed)
+    except ValueError:
+        pass
+    return None
 
 
 class Registry:
@@ -220,9 +396,10 @@ class Registry:
         self.sweep_interval = sweep_interval
         self.on_change = on_change
         self.routes: RouteIndex = _EMPTY
+        self.listeners: ListenerIndex = _NO_LISTENERS
         # The compiled hook of each stored record, kept while the record is unchanged (a
         # reload recompiles only what changed); None for a record that could not be read.
-        self._compiled: dict[tuple[str, str, str], tuple[Record, RouteHook | None]] = {}
+        self._compiled: dict[tuple[str, str, str], tuple[Record, Any]] = {}
         self._reload_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -238,39 +415,53 @@ class Registry:
         """
         with self._reload_lock:
             records = self.storage.records()
-            compiled: dict[tuple[str, str, str], tuple[Record, RouteHook | None]] = {}
+            compiled: dict[tuple[str, str, str], tuple[Record, Any]] = {}
             routes: dict[str, RouteHook] = {}
-            for record in records:
+            listeners: dict[str, list[ListenerHook]] = {}
+            for record in sorted(records, key=lambda r: (r.kind, r.resource, r.id)):
                 key = (record.kind, record.resource, record.id)
                 known = self._compiled.get(key)
                 hook = (
                     known[1] if known is not None and known[0] == record else self._compile(record)
                 )
                 compiled[key] = (record, hook)
-                if hook is not None and record.kind == "route":
+                if isinstance(hook, RouteHook):
                     routes[record.resource] = hook
-            before = None if not self.loaded else len(self.routes)
+                elif isinstance(hook, ListenerHook):
+                    listeners.setdefault(record.resource, []).append(hook)
+            before = None if not self.loaded else (len(self.routes), len(self.listeners))
             self._compiled = compiled
-            self.routes = RouteIndex(routes)  # one assignment: requests see all or nothing
+            # One assignment each: requests see all of a change or nothing of it.
+            self.routes = RouteIndex(routes)
+            self.listeners = ListenerIndex(
+                {resource: tuple(found) for resource, found in listeners.items()}
+            )
             self.loaded = True
-        if self.on_change is not None and len(routes) != before:
-            self.on_change({"route": len(routes)})
+            counts = (len(self.routes), len(self.listeners))
+        if self.on_change is not None and counts != before:
+            self.on_change({"route": counts[0], "listener": counts[1]})
 
-    def _compile(self, record: Record) -> RouteHook | None:
+    def _compile(self, record: Record) -> RouteHook | ListenerHook | None:
         """Compile a stored record; a corrupt or foreign one is logged once and skipped."""
-        if record.kind != "route":
-            if record.kind != "listener":  # listener hooks are part 2's; others are foreign
-                logger.warning(
-                    "hooks: skipped a stored record of unknown kind %r", record.kind[:64]
-                )
+        if record.kind not in ("route", "listener"):
+            logger.warning("hooks: skipped a stored record of unknown kind %r", record.kind[:64])
             return None
         try:
-            spec = _route_spec(record, self.allowed)
-            hook = RouteHook(record.resource, spec, record.expires_at)
+            if record.kind == "listener":
+                return ListenerHook(
+                    record.resource,
+                    record.id,
+                    _listener_spec(record, self.allowed),
+                    record.expires_at,
+                )
+            hook = RouteHook(record.resource, _route_spec(record, self.allowed), record.expires_at)
             hook.proxy = self.make_proxy(hook)
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as ex:
             logger.warning(
-                "hooks: skipped the stored route hook on %r: %s", record.resource[:200], ex
+                "hooks: skipped the stored %s hook on %r: %s",
+                record.kind,
+                record.resource[:200],
+                ex,
             )
             return None
         return hook

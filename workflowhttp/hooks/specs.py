@@ -33,8 +33,11 @@ __all__ = [
     "HOOK_METHODS",
     "AllowedDestinations",
     "HeaderRule",
+    "ListenerSpec",
+    "QueueingStrategy",
     "RouteSpec",
     "compile_pattern",
+    "listener_problems",
     "route_problems",
 ]
 
@@ -78,6 +81,57 @@ class RouteSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     translateStatus: dict[str, int] = {}  # noqa: N815
     timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     fullUrl: bool = False  # noqa: N815
+
+
+class QueueingStrategy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How a listener's copies are queued (Gateleen's ``queueingStrategy``).
+
+    ``default``: each copy as it is. ``discardPayload``: each copy without its body
+    (``Content-Length: 0``). ``reducedPropagation``: copies without their bodies, at most one
+    delivered per ``intervalMs`` per queue however many requests matched (Gateleen's
+    "something changed" notification).
+    """
+
+    type: Literal["default", "discardPayload", "reducedPropagation"] = "default"
+    intervalMs: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] | None = None  # noqa: N815
+
+
+class ListenerSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The body of ``PUT <resource>/_hooks/listeners/http/<id>`` (Gateleen's listener
+    properties)."""
+
+    destination: str
+    methods: list[str] = []
+    filter: str | None = None
+    headersFilter: str | None = None  # noqa: N815 - Gateleen's property names
+    headers: list[HeaderRule] = []
+    type: Literal["before", "after"] = "before"
+    queueingStrategy: QueueingStrategy = msgspec.field(  # noqa: N815
+        default_factory=QueueingStrategy
+    )
+    queueExpireAfter: Annotated[int, msgspec.Meta(ge=-1, le=315_360_000)] | None = None  # noqa: N815
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    fullUrl: bool = False  # noqa: N815
+
+
+#: The longest listener id (the last segment of its registration path).
+MAX_LISTENER_ID = 128
+# SECURITY: a listener id names its queue and its storage keys (``:`` separates a Redis key's
+# parts, ``+`` joins the resource's segments in the queue's name): letters, digits and
+# ``-._~`` only, so no id can reach into another listener's keys or queue.
+_LISTENER_ID = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def listener_id_problems(id: str) -> list[dict[str, str]]:
+    """Problems of a listener id (the ``<id>`` of ``…/_hooks/listeners/http/<id>``)."""
+    if len(id) > MAX_LISTENER_ID or not _LISTENER_ID.fullmatch(id):
+        return [
+            {
+                "path": "id",
+                "message": f"a listener id is 1-{MAX_LISTENER_ID} letters, digits or -._~",
+            }
+        ]
+    return []
 
 
 def compile_pattern(pattern: str) -> Any:
@@ -165,25 +219,40 @@ def parse_route(
     Raises:
         BadRequest: the body is not JSON, or too deeply nested.
     """
+    return _parse(RouteSpec, route_problems, body, resource, allowed, max_depth)
+
+
+def parse_listener(
+    body: bytes, resource: str, allowed: AllowedDestinations, max_depth: int
+) -> tuple[ListenerSpec | None, list[dict[str, str]]]:
+    """Return the listener registration in ``body`` and every problem it has (as
+    :func:`parse_route` does)."""
+    return _parse(ListenerSpec, listener_problems, body, resource, allowed, max_depth)
+
+
+def _parse(
+    struct: Any,
+    problems_of: Any,
+    body: bytes,
+    resource: str,
+    allowed: AllowedDestinations,
+    max_depth: int,
+) -> tuple[Any, list[dict[str, str]]]:
     check_json_depth(body, max_depth)
-    document, problems = json_errors(RouteSpec, body)
+    document, problems = json_errors(struct, body)
     if not isinstance(document, dict):
         return None, problems or [{"path": "body", "message": "Expected `object`"}]
     # The fields without a type error are checked for meaning too, so one answer lists
     # every problem (a wrong type of one field and a bad regex in another, say).
     bad = {problem["path"].partition(".")[0] for problem in problems}
-    fields = RouteSpec.__struct_fields__
+    fields = struct.__struct_fields__
     clean = {key: value for key, value in document.items() if key in fields and key not in bad}
     placeholder = "destination" not in clean
     if placeholder:
         clean["destination"] = "/"
-    spec = msgspec.convert(clean, RouteSpec, strict=False)
-    if placeholder:
-        problems.extend(
-            p for p in route_problems(spec, resource, allowed) if p["path"] != "destination"
-        )
-    else:
-        problems.extend(route_problems(spec, resource, allowed))
+    spec = msgspec.convert(clean, struct, strict=False)
+    found = problems_of(spec, resource, allowed)
+    problems.extend(p for p in found if not placeholder or p["path"] != "destination")
     return (None if problems else spec), problems
 
 
@@ -208,6 +277,35 @@ def route_problems(
             problems.append({"path": where, "message": str(ex)})
         if not 100 <= status <= 599:
             problems.append({"path": where, "message": f"status must be 100-599, not {status}"})
+    return problems
+
+
+def listener_problems(
+    spec: ListenerSpec, resource: str, allowed: AllowedDestinations
+) -> list[dict[str, str]]:
+    """Return every problem of a listener registration on ``resource`` (empty when good)."""
+    problems: list[dict[str, str]] = []
+    problems.extend(destination_problems(spec.destination, resource, allowed))
+    problems.extend(methods_problems(spec.methods))
+    problems.extend(header_rule_problems(spec.headers))
+    for where, pattern in (("filter", spec.filter), ("headersFilter", spec.headersFilter)):
+        if pattern is not None:
+            try:
+                compile_pattern(pattern)
+            except ValueError as ex:
+                problems.append({"path": where, "message": str(ex)})
+    strategy = spec.queueingStrategy
+    if strategy.type == "reducedPropagation" and strategy.intervalMs is None:
+        problems.append(
+            {
+                "path": "queueingStrategy.intervalMs",
+                "message": "reducedPropagation needs intervalMs (milliseconds, at least 1)",
+            }
+        )
+    if spec.queueExpireAfter == 0:
+        problems.append(
+            {"path": "queueExpireAfter", "message": "seconds at least 1, or -1 for never"}
+        )
     return problems
 
 

@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigurationError
 
 __all__ = [
+    "Entry",
+    "QueueItem",
     "Record",
     "SQLiteStorage",
     "Storage",
@@ -61,6 +63,44 @@ class Record(NamedTuple):
     expires_at: float | None
 
 
+class Entry(NamedTuple):
+    """A copy of a request to put into a listener's queue.
+
+    Attributes:
+        queue: The queue's name.
+        data: The encoded copy (see :mod:`.delivery`).
+        expires_at: Wall-clock seconds after which the copy is dropped undelivered (``None``:
+            never).
+        not_before: Wall-clock seconds before which it is not delivered (0: at once).
+        coalesce: Add nothing when the queue already holds a copy not yet due (the
+            ``reducedPropagation`` strategy: one notification stands for every change).
+    """
+
+    queue: str
+    data: bytes
+    expires_at: float | None = None
+    not_before: float = 0.0
+    coalesce: bool = False
+
+
+class QueueItem(NamedTuple):
+    """The oldest copy of a queue, as :meth:`Storage.head` returns it.
+
+    Attributes:
+        ref: The backend's handle for :meth:`Storage.remove`.
+        data: The encoded copy.
+        enqueued_at: Wall-clock seconds it was queued.
+        expires_at: As in :class:`Entry`.
+        not_before: As in :class:`Entry`.
+    """
+
+    ref: Any
+    data: bytes
+    enqueued_at: float
+    expires_at: float | None
+    not_before: float
+
+
 class Storage(Protocol):
     """What a hooks backend does. Each method may raise :class:`StorageUnavailable`.
 
@@ -92,6 +132,31 @@ class Storage(Protocol):
     def sweep(self) -> int:
         """Remove expired records; return how many went."""
 
+    # -- the listeners' queues (FIFO, one consumer each under a lease) --
+
+    def enqueue(self, entries: list[Entry]) -> int:
+        """Append every entry to its queue, all or none; return how many were added (a
+        coalesced entry adds nothing)."""
+
+    def claim(self, owner: str, lease: float, limit: int) -> list[str]:
+        """Take the lease of up to ``limit`` queues that hold copies and have no consumer
+        (none, or one whose lease lapsed); return their names."""
+
+    def renew(self, queue: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s lease of ``queue``; return False when it is no longer theirs."""
+
+    def release(self, queue: str, owner: str) -> None:
+        """Give up ``owner``'s lease of ``queue`` (the queue is forgotten once empty)."""
+
+    def head(self, queue: str) -> QueueItem | None:
+        """Return the oldest copy of ``queue`` without removing it; None when empty."""
+
+    def remove(self, queue: str, item: QueueItem) -> None:
+        """Remove ``item`` (from :meth:`head`) from ``queue``; nothing when it is gone."""
+
+    def queue_stats(self) -> dict[str, tuple[int, float]]:
+        """Return each non-empty queue's length and its oldest copy's ``enqueued_at``."""
+
 
 def open_storage(url: str | Storage) -> Storage:
     """Return the backend for ``url`` (``sqlite:///path`` or ``redis://host:port/db``), or
@@ -117,16 +182,31 @@ def open_storage(url: str | Storage) -> Storage:
     raise ConfigurationError(f"hooks storage must be sqlite:///path or redis://..., not {url!r}")
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS workflowhttp_hooks (
-    kind TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    id TEXT NOT NULL,
-    spec BLOB NOT NULL,
-    expires_at REAL,
-    PRIMARY KEY (kind, resource, id)
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS workflowhttp_hooks (
+        kind TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        id TEXT NOT NULL,
+        spec BLOB NOT NULL,
+        expires_at REAL,
+        PRIMARY KEY (kind, resource, id)
+    )""",
+    # The queues that hold copies, each with its consumer's lease (owner '' and 0: none).
+    """CREATE TABLE IF NOT EXISTS workflowhttp_queues (
+        queue TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS workflowhttp_queue_items (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        data BLOB NOT NULL,
+        enqueued_at REAL NOT NULL,
+        expires_at REAL,
+        not_before REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS workflowhttp_queue_order ON workflowhttp_queue_items (queue, seq)",
 )
-"""
 
 
 def _decode_text(data: bytes) -> str:
@@ -186,7 +266,8 @@ class SQLiteStorage:
                     connection.text_factory = _decode_text
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("PRAGMA synchronous=NORMAL")
-                    connection.execute(_SCHEMA)
+                    for statement in _SCHEMA:
+                        connection.execute(statement)
                 except sqlite3.Error as ex:
                     raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
                 self._connection = connection
@@ -207,6 +288,22 @@ class SQLiteStorage:
         with self._lock:
             try:
                 return connection.execute(sql, args).fetchall()
+            except sqlite3.Error as ex:
+                raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
+
+    def _transaction(self, work: Any) -> Any:
+        """Run ``work(connection)`` in one write transaction (all or nothing)."""
+        connection = self._connect()
+        with self._lock:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
             except sqlite3.Error as ex:
                 raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
 
@@ -261,6 +358,103 @@ class SQLiteStorage:
             (time.time(),),
         )
         return len(rows)
+
+    # -- queues -----------------------------------------------------------------------------
+
+    def enqueue(self, entries: list[Entry]) -> int:
+        now = time.time()
+
+        def work(connection: sqlite3.Connection) -> int:
+            added = 0
+            for entry in entries:
+                if (
+                    entry.coalesce
+                    and connection.execute(
+                        "SELECT 1 FROM workflowhttp_queue_items WHERE queue = ? AND not_before > ? "
+                        "LIMIT 1",
+                        (entry.queue, now),
+                    ).fetchone()
+                ):
+                    continue
+                connection.execute(
+                    "INSERT OR IGNORE INTO workflowhttp_queues VALUES (?, '', 0)", (entry.queue,)
+                )
+                connection.execute(
+                    "INSERT INTO workflowhttp_queue_items "
+                    "(queue, data, enqueued_at, expires_at, not_before) VALUES (?, ?, ?, ?, ?)",
+                    (entry.queue, entry.data, now, entry.expires_at, entry.not_before),
+                )
+                added += 1
+            return added
+
+        result: int = self._transaction(work)
+        return result
+
+    def claim(self, owner: str, lease: float, limit: int) -> list[str]:
+        now = time.time()
+
+        def work(connection: sqlite3.Connection) -> list[str]:
+            free = connection.execute(
+                "SELECT queue FROM workflowhttp_queues WHERE lease_until < ? "
+                "ORDER BY random() LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for (queue,) in free:
+                connection.execute(
+                    "UPDATE workflowhttp_queues SET owner = ?, lease_until = ? WHERE queue = ?",
+                    (owner, now + lease, queue),
+                )
+            return [str(queue) for (queue,) in free]
+
+        result: list[str] = self._transaction(work)
+        return result
+
+    def renew(self, queue: str, owner: str, lease: float) -> bool:
+        rows = self._run(
+            "UPDATE workflowhttp_queues SET lease_until = ? WHERE queue = ? AND owner = ? "
+            "RETURNING queue",
+            (time.time() + lease, queue, owner),
+        )
+        return bool(rows)
+
+    def release(self, queue: str, owner: str) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            left = connection.execute(
+                "SELECT 1 FROM workflowhttp_queue_items WHERE queue = ? LIMIT 1", (queue,)
+            ).fetchone()
+            if left is None:
+                connection.execute(
+                    "DELETE FROM workflowhttp_queues WHERE queue = ? AND owner = ?",
+                    (queue, owner),
+                )
+            else:
+                connection.execute(
+                    "UPDATE workflowhttp_queues SET owner = '', lease_until = 0 "
+                    "WHERE queue = ? AND owner = ?",
+                    (queue, owner),
+                )
+
+        self._transaction(work)
+
+    def head(self, queue: str) -> QueueItem | None:
+        rows = self._run(
+            "SELECT seq, data, enqueued_at, expires_at, not_before FROM workflowhttp_queue_items "
+            "WHERE queue = ? ORDER BY seq LIMIT 1",
+            (queue,),
+        )
+        if not rows:
+            return None
+        seq, data, enqueued_at, expires_at, not_before = rows[0]
+        return QueueItem(seq, bytes(data), enqueued_at, expires_at, not_before)
+
+    def remove(self, queue: str, item: QueueItem) -> None:
+        self._run("DELETE FROM workflowhttp_queue_items WHERE seq = ?", (item.ref,))
+
+    def queue_stats(self) -> dict[str, tuple[int, float]]:
+        rows = self._run(
+            "SELECT queue, COUNT(*), MIN(enqueued_at) FROM workflowhttp_queue_items GROUP BY queue"
+        )
+        return {str(queue): (int(count), float(oldest)) for queue, count, oldest in rows}
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"

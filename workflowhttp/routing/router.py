@@ -119,7 +119,7 @@ class _Node:
         self.rest: _Node | None = None  # the {name:path} leaf below this node
         # {name:path} followed by static segments ("/{resource:path}/_hooks/route"): the
         # leaf of each static suffix, longest suffix first.
-        self.suffixed: dict[tuple[str, ...], _Node] = {}
+        self.suffixed: dict[tuple[str | None, ...], _Node] = {}
         self.leaf: dict[str, Route] | None = None
 
 
@@ -206,15 +206,33 @@ class Router:
                     if index == len(segments) - 1:
                         node.rest = node.rest or _Node()
                         return node.rest
-                    suffix = tuple(segments[index + 1 :])
-                    if any(parse_template(part) for part in suffix):
+                    # Static segments and whole {name} segments may follow (each {name} is
+                    # None in the suffix: it takes one segment).
+                    suffix: tuple[str | None, ...] = ()
+                    for part in segments[index + 1 :]:
+                        found = parse_template(part)
+                        if not found:
+                            suffix += (part,)
+                        elif len(found) == 1 and found[0][1] is None and PARAM.fullmatch(part):
+                            suffix += (None,)
+                        else:
+                            raise ConfigurationError(
+                                "only static segments and whole {name} segments may follow "
+                                f"{{...:path}}: {path}"
+                            )
+                    if all(part is None for part in suffix):
                         raise ConfigurationError(
-                            f"only static segments may follow {{...:path}}: {path}"
+                            f"a static segment must follow {{...:path}}: {path}"
                         )
                     if suffix not in node.suffixed:
                         node.suffixed[suffix] = _Node()
+                        # Longest first; of equal length, the one with fewer {name} first
+                        # (the more specific).
                         node.suffixed = dict(
-                            sorted(node.suffixed.items(), key=lambda item: -len(item[0]))
+                            sorted(
+                                node.suffixed.items(),
+                                key=lambda item: (-len(item[0]), item[0].count(None)),
+                            )
                         )
                     return node.suffixed[suffix]
                 if converter is not None:
@@ -479,15 +497,18 @@ def _search(
             return found
         captures.pop()
     for suffix, child in node.suffixed.items():
-        # The static suffix is compared once, from the end: "/a/b/_hooks/route" gives
-        # {resource} "a/b". Checked before the plain {name:path}, being more specific.
+        # The suffix is compared once, from the end: "/a/b/_hooks/route" gives {resource}
+        # "a/b". Checked before the plain {name:path}, being more specific.
         end = len(segments) - len(suffix)
+        last = suffix[-1]
         if (
             end > index
-            and segments[-1] == suffix[-1]  # PERF: most paths differ at the last segment
+            and (last is None or segments[-1] == last)  # PERF: most paths differ there
             and child.leaf is not None
-            and tuple(segments[end:]) == suffix
         ):
+            values = _suffix_values(suffix, segments, end)
+            if values is None:
+                continue
             tail = segments[index:end]
             if "" not in tail and ".." not in tail:
                 value = "/".join(tail)
@@ -495,6 +516,7 @@ def _search(
                     route = _pick(child.leaf, method, allowed)
                     if route is not None:
                         captures.append(value)
+                        captures.extend(values)
                         return route
     rest = node.rest
     if rest is not None and rest.leaf is not None:
@@ -507,6 +529,22 @@ def _search(
                     captures.append(value)
                     return route
     return None
+
+
+def _suffix_values(
+    suffix: tuple[str | None, ...], segments: list[str], end: int
+) -> list[str] | None:
+    """Return the {name} values of ``segments[end:]`` matched against ``suffix`` (None where
+    it differs)."""
+    values = []
+    for part, segment in zip(suffix, segments[end:], strict=True):
+        if part is None:
+            if not segment or _refused(segment) or segment == "..":
+                return None
+            values.append(segment)
+        elif part != segment:
+            return None
+    return values
 
 
 def _allow_header_methods(methods: Iterable[str]) -> tuple[str, ...]:

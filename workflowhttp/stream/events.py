@@ -20,6 +20,8 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
+    "HookDelivered",
+    "HookQueues",
     "HooksChanged",
     "ListenerFailed",
     "RequestFailed",
@@ -99,3 +101,21 @@ class HooksChanged(StreamEvent, frozen=True, gc=False):
 
     kind: str
     count: int
+
+
+class HookDelivered(StreamEvent, frozen=True, gc=False):
+    """A listener hook's copy was tried: ``outcome`` is ``delivered`` (2xx or 409),
+    ``retried`` (another answer, or none: ``status`` 0), ``given_up`` (a status the listener
+    gives up on) or ``expired`` (older than ``queueExpireAfter``, never sent)."""
+
+    queue: str
+    outcome: str
+    seconds: float
+    """How long the delivery took (0 for an expired copy)."""
+    status: int
+
+
+class HookQueues(StreamEvent, frozen=True):
+    """The listener hooks' queues and their lengths, as one worker read them."""
+
+    lengths: dict[str, int]

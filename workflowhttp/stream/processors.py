@@ -21,6 +21,8 @@ from ..proxy.events import TransactionEnded
 from ..responses import Response
 from ..routing import http
 from .events import (
+    HookDelivered,
+    HookQueues,
     HooksChanged,
     RequestFailed,
     RequestFinished,
@@ -105,7 +107,14 @@ class MetricsProcessor:
     once per registry.
     """
 
-    events = (RequestFailed, RequestFinished, TransactionEnded, HooksChanged)
+    events = (
+        RequestFailed,
+        RequestFinished,
+        TransactionEnded,
+        HooksChanged,
+        HookDelivered,
+        HookQueues,
+    )
     # The metric families of each registry, made once: every shard's processor shares them.
     _families: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
     _families_lock = threading.Lock()
@@ -125,6 +134,10 @@ class MetricsProcessor:
         self.upstream_requests: Any = families[4]
         self.upstream_durations: Any = families[5]
         self.hooks: Any = families[6]
+        self.deliveries: Any = families[7]
+        self.delivery_durations: Any = families[8]
+        self.queue_lengths: Any = families[9]
+        self._queues: set[str] = set()
         self._failed: set[str] = set()
 
     @staticmethod
@@ -177,6 +190,26 @@ class MetricsProcessor:
                 registry=registry,
                 multiprocess_mode="max",
             ),
+            Counter(
+                "workflowhttp_hook_deliveries_total",
+                "Listener hooks' copies tried, by queue and outcome (delivered, retried, "
+                "given_up, expired).",
+                ["queue", "outcome"],
+                registry=registry,
+            ),
+            Histogram(
+                "workflowhttp_hook_delivery_seconds",
+                "Time a delivery of a listener hook's copy took, by queue.",
+                ["queue"],
+                registry=registry,
+            ),
+            Gauge(
+                "workflowhttp_hook_queue_length",
+                "Copies waiting in each listener hook's queue.",
+                ["queue"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
         )
 
     def process(self, event: StreamEvent) -> None:
@@ -199,6 +232,16 @@ class MetricsProcessor:
                 self.upstream_durations.labels(event.endpoint).observe(event.upstream_seconds)
         elif isinstance(event, HooksChanged):
             self.hooks.labels(event.kind).set(event.count)
+        elif isinstance(event, HookDelivered):
+            self.deliveries.labels(event.queue, event.outcome).inc()
+            if event.outcome != "expired":
+                self.delivery_durations.labels(event.queue).observe(event.seconds)
+        elif isinstance(event, HookQueues):
+            for queue in self._queues - event.lengths.keys():
+                self.queue_lengths.labels(queue).set(0)  # emptied since the last report
+            for queue, length in event.lengths.items():
+                self.queue_lengths.labels(queue).set(length)
+            self._queues = set(event.lengths)
 
     def shutdown(self) -> None:
         self._failed.clear()
