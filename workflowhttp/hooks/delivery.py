@@ -210,8 +210,11 @@ class Deliverer:
         for queue, lost in active:
             try:
                 if not self.storage.renew(queue, self.owner, self.lease):
-                    logger.warning("hooks: lost the lease of queue %s", queue)
-                    lost.set()
+                    with self._active_lock:
+                        current = self._active.get(queue) is lost
+                    if current:  # (not a queue whose delivery ended meanwhile)
+                        logger.warning("hooks: lost the lease of queue %s", queue)
+                        lost.set()
             except StorageUnavailable:
                 pass  # tried again at the next renewal; the lease may lapse meanwhile
 

@@ -491,7 +491,7 @@ class Registry:
             thread.join(timeout=5)
 
     def _follow(self) -> None:
-        last_reload = last_sweep = time.monotonic()
+        last_reload = last_sweep = last_maintenance = time.monotonic()
         failing = not self.loaded
         backoff = self.poll_interval
         while not self._stopping.is_set():
@@ -506,6 +506,9 @@ class Registry:
                 if now - last_sweep >= self.sweep_interval:
                     self.storage.sweep()
                     last_sweep = now
+                if now - last_maintenance >= 1.0:
+                    self.storage.maintain()
+                    last_maintenance = now
                 if failing:
                     logger.warning(
                         "hooks: storage %s is back; the index caught up", self.storage.url
