@@ -65,17 +65,18 @@ def hooks(target: str) -> str:
             be read.
     """
     from ..hooks import Hooks, StorageUnavailable
-    from ..hooks.extension import describe
+    from ..hooks.extension import add_queues, describe
 
     app = load_app(target)
     found = [ext for ext in getattr(app, "extensions", ()) if isinstance(ext, Hooks)]
     if not found:
         raise LoadError(f"{target} has no Hooks extension")
-    rows = [("KIND", "RESOURCE", "ID", "DESTINATION", "METHODS", "EXPIRES")]
+    rows = [("KIND", "RESOURCE", "ID", "DESTINATION", "METHODS", "EXPIRES", "QUEUED", "OLDEST")]
     for extension in found:
         try:
             extension.storage.open()
             listed = describe(extension.storage.records(), extension.allowed)
+            add_queues(listed, extension.storage.queue_stats())
         except StorageUnavailable as ex:
             raise LoadError(f"hooks storage unavailable: {ex}") from None
         finally:
@@ -89,9 +90,20 @@ def hooks(target: str) -> str:
                     entry["destination"],
                     ",".join(entry.get("methods", ())) or "ANY",
                     entry["expires"] or "never",
+                    str(entry["queueLength"]) if kind == "listener" else "",
+                    _age(entry["oldestQueuedSeconds"]) if kind == "listener" else "",
                 )
             )
     return _table(rows)
+
+
+def _age(seconds: float | None) -> str:
+    """Return how old a listener's oldest queued copy is (``-`` for an empty queue)."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
 
 
 def openapi(target: str, *, as_yaml: bool = False) -> str:

@@ -9,24 +9,46 @@
                   allowed_destinations=["http://127.0.0.1:9001/"])
     app = App(controllers=[...], extensions=[hooks])
 
-``PUT <resource>/_hooks/route`` registers a route hook. See ``docs/hooks.md``.
+``PUT <resource>/_hooks/route`` registers a route hook, ``PUT
+<resource>/_hooks/listeners/http/<id>`` a listener hook whose copies are queued durably and
+delivered at least once. See ``docs/hooks.md``.
 """
 
 from __future__ import annotations
 
+from ..stream.events import HookDelivered, HookQueues
+from .delivery import DELIVERY, Copy, Deliverer
 from .extension import HOOK, Hooks, HooksChanged
 from .forwarding import LoopDetected
-from .registry import RouteHook
-from .specs import HOOK_METHODS, HeaderRule, RouteSpec
-from .storage import Record, SQLiteStorage, Storage, StorageUnavailable, open_storage
+from .registry import ListenerHook, RouteHook
+from .specs import HOOK_METHODS, HeaderRule, ListenerSpec, QueueingStrategy, RouteSpec
+from .storage import (
+    Entry,
+    QueueItem,
+    Record,
+    SQLiteStorage,
+    Storage,
+    StorageUnavailable,
+    open_storage,
+)
 
 __all__ = [
+    "DELIVERY",
     "HOOK",
     "HOOK_METHODS",
+    "Copy",
+    "Deliverer",
+    "Entry",
     "HeaderRule",
+    "HookDelivered",
+    "HookQueues",
     "Hooks",
     "HooksChanged",
+    "ListenerHook",
+    "ListenerSpec",
     "LoopDetected",
+    "QueueItem",
+    "QueueingStrategy",
     "Record",
     "RouteHook",
     "RouteSpec",
