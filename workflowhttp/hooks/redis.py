@@ -338,6 +338,9 @@ class RedisStorage:
         except RedisError as ex:
             raise StorageUnavailable(f"redis {self.url}: {ex}") from ex
 
+    def maintain(self) -> None:
+        """Nothing to do: Redis keeps itself."""
+
     # -- queues ---------------------------------------------------------------------------
 
     def _queue(self, name: str) -> str:
