@@ -337,6 +337,11 @@ class Hooks(Extension):
             environ, trust_forwarded=event.app.trusts_forwarded, preserve_host=False
         )
         headers.pop("Content-Length", None)  # the body's, when delivered
+        # SECURITY: the queue's own headers (X-Queue, X-Queue-Retry-*) are the listener's to
+        # set, never the client's: a client cannot send its copy into another queue, nor make
+        # its delivery give up.
+        for name in [name for name, _ in headers.items() if name.lower().startswith("x-queue")]:
+            headers.pop(name, None)
         if listener.rules:
             apply_header_rules(listener.rules, headers, environ)
         queue = headers.pop("X-Queue", None) or listener.queue
