@@ -555,3 +555,51 @@ def wait_for_line(journal: Path, text: str, deadline: float = 10.0) -> list[str]
         if time.monotonic() > give_up:
             pytest.fail(f"{text!r} never reached the journal: {lines}")
         time.sleep(0.05)
+
+
+# -- event.call_on_close ------------------------------------------------------------------
+
+
+def test_call_on_close_runs_once_the_body_is_closed_newest_first() -> None:
+    ran: list[str] = []
+
+    @http.GET("/chunks")
+    def chunks(event: HttpEvent) -> Iterator[bytes]:
+        event.call_on_close(lambda: ran.append("first"))
+        event.call_on_close(lambda: ran.append("second"))
+
+        def body() -> Iterator[bytes]:
+            ran.append("body")
+            yield b"x"
+
+        return body()
+
+    app = App(controllers=[chunks])
+    body = app(create_environ("/chunks"), lambda status, headers, exc_info=None: None)
+    assert b"".join(body) == b"x"
+    assert ran == ["body"]  # not before the server closes the body
+    body.close()  # type: ignore[attr-defined]
+    assert ran == ["body", "second", "first"]
+
+
+def test_call_on_close_runs_when_the_request_failed_and_its_error_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback failed")
+
+    @http.GET("/fails")
+    def fails(event: HttpEvent) -> str:
+        event.call_on_close(lambda: ran.append(event.status or 0))
+        event.call_on_close(boom)
+        raise NotFound("nothing here")
+
+    client = TestClient(App(controllers=[fails]))
+    with caplog.at_level(logging.ERROR):
+        answer = client.get("/fails")
+    assert answer.status_code == 404
+    assert len(ran) == 1  # run despite the failure, and despite the other callback raising
+    assert any("callback failed" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)
+    assert client.get("/fails").status_code == 404  # the next request is served as usual
