@@ -59,6 +59,7 @@ from werkzeug.datastructures import Headers  # noqa: E402
 
 from bench.apps.workflowhttp_app import MAIN_CONTROLLERS  # noqa: E402
 from bench.endpoints import build_environ  # noqa: E402
+from bench.harness import Contender  # noqa: E402
 from bench.server import HOST, free_ports, stop_process  # noqa: E402
 from workflowhttp import App, http  # noqa: E402
 from workflowhttp.hooks import Hooks, Record, RouteSpec  # noqa: E402
@@ -149,24 +150,6 @@ def _answer(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, bytes]:
     if close is not None:
         close()
     return status[0], body
-
-
-def calls_per_request(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, int]:
-    """Return the Python and the C function calls one request makes (``sys.setprofile``):
-    a count, unlike a time, the same on a busy machine."""
-    counts = {"call": 0, "c_call": 0}
-
-    def count(frame: Any, event: str, arg: Any) -> None:
-        if event in counts:
-            counts[event] += 1
-
-    _answer(app, environ)  # warm: nothing made on first use is counted
-    sys.setprofile(count)
-    try:
-        _sample(app, environ, 1)
-    finally:
-        sys.setprofile(None)
-    return counts["call"], counts["c_call"]
 
 
 def interleaved(
@@ -313,7 +296,7 @@ def no_match(apps: Apps, rounds: int, calls: int) -> None:
     lowest = float("inf")
     for name, app, environ in variants:
         request, app_name = name.split("|")
-        python_calls, c_calls = calls_per_request(app, environ)
+        python_calls, c_calls = Contender(name, app, environ, None).calls_per_request()
         mine = samples[name]
         cell = "1.00x"
         if app_name != "plain":

@@ -42,7 +42,8 @@ def group_ratios(group: Group) -> dict[str, list[float]]:
     return {c.label: paired_ratios(c, baseline) for c in group.contenders}
 
 
-def _us(ns: float) -> str:
+def us_text(ns: float) -> str:
+    """Return ``ns`` nanoseconds as µs, e.g. ``3.21 µs``."""
     us = ns / 1000
     if us < 10:
         return f"{us:.2f} µs"
@@ -51,7 +52,8 @@ def _us(ns: float) -> str:
     return f"{us:.0f} µs"
 
 
-def _rate(ns: float) -> str:
+def rate_text(ns: float) -> str:
+    """Return the requests/s of ``ns`` nanoseconds per request, e.g. ``312.5k/s``."""
     rate = 1e9 / ns
     if rate >= 1e6:
         return f"{rate / 1e6:.2f}M/s"
@@ -107,7 +109,7 @@ def markdown(plan: Plan, meta: dict[str, Any]) -> str:
                 if contender is None or not contender.samples:
                     row.append("—")
                 else:
-                    row.append(f"{_us(contender.median_ns)} · {_rate(contender.median_ns)}")
+                    row.append(f"{us_text(contender.median_ns)} · {rate_text(contender.median_ns)}")
             subject, raw = group.contender(SUBJECT), group.contender("raw")
             if subject and raw and subject.samples:
                 row.append(f"{(subject.median_ns - raw.median_ns) / 1000:.2f} µs")
@@ -135,8 +137,8 @@ def markdown(plan: Plan, meta: dict[str, Any]) -> str:
                 rows.append(
                     [
                         group.row_titles.get(contender.label, contender.label),
-                        _us(contender.median_ns),
-                        _rate(contender.median_ns),
+                        us_text(contender.median_ns),
+                        rate_text(contender.median_ns),
                         "baseline"
                         if contender is group.baseline
                         else ratio_text(ratios.get(contender.label, [])),

@@ -58,12 +58,13 @@ def _param_controller(index: int) -> Callable[[int], str]:
     return http.GET(f"/param{index}/{{id}}")(param)
 
 
-def make_routes_app(total: int) -> App:
-    """Return an app with ``total // 2`` static and ``total // 2`` parametrised routes."""
+def make_routes_app(total: int, **options: Any) -> App:
+    """Return an app with ``total // 2`` static and ``total // 2`` parametrised routes
+    (``options`` go to :class:`~workflowhttp.App`)."""
     half = total // 2
     controllers: list[object] = [_static_controller(i) for i in range(half)]
     controllers += [_param_controller(i) for i in range(half)]
-    return App(controllers=controllers)
+    return App(controllers=controllers, **options)
 
 
 def make_listeners_app() -> App:
@@ -147,10 +148,11 @@ def make_stream_app(every_event: bool, *, framework_events: bool = True) -> WSGI
     return _Settling(App(controllers=MAIN_CONTROLLERS, stream=stream), stream)
 
 
-def make_app(kind: str) -> WSGIApplication:
-    """Return the workflowhttp app of the given kind (see ``bench.apps.APP_KINDS``)."""
+def make_app(kind: str, **options: Any) -> WSGIApplication:
+    """Return the workflowhttp app of the given kind (see ``bench.apps.APP_KINDS``);
+    ``options`` go to :class:`~workflowhttp.App` (``openapi=...``)."""
     if kind == "main":
-        return App(controllers=MAIN_CONTROLLERS)
+        return App(controllers=MAIN_CONTROLLERS, **options)
     if kind == "many_routes":
-        return make_routes_app(2 * MANY_ROUTES_STATIC)
+        return make_routes_app(2 * MANY_ROUTES_STATIC, **options)
     raise ValueError(f"unknown app kind {kind!r}")
