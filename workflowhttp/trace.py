@@ -15,7 +15,6 @@ which in the copy are the instrumented ones), after the ``controller`` step that
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
@@ -223,9 +222,41 @@ def traced_app(app: App) -> tuple[App, Recorder]:
             _probe(recorder, state),
             *(_wrap(recorder, state, priority, function) for priority, function in rows),
         )
-    traced = copy.copy(app)
+    traced = _sharing(app)
     traced._listeners = instrumented
     return traced, recorder
+
+
+class _Sharing:
+    """Read every attribute an instance has not set from ``_shared_from``."""
+
+    _shared_from: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_shared_from":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self._shared_from, name)
+
+
+_SHARING: dict[type[Any], type[Any]] = {}
+
+
+def _sharing(app: App) -> App:
+    """Return an app of ``app``'s class that reads every attribute it has not set from ``app``.
+
+    PERF: not ``copy.copy(app)``. Copying reads ``app.__dict__``, and on CPython 3.11 that
+    moves the app's attributes from inline values into a real dict for good: every later
+    attribute read on ``app``'s own requests takes the slower path (about 5 % of a
+    ``GET /hello``).
+    """
+    cls = type(app)
+    sharing = _SHARING.get(cls)
+    if sharing is None:
+        namespace = {"__module__": cls.__module__}
+        sharing = _SHARING[cls] = type(f"Traced{cls.__name__}", (_Sharing, cls), namespace)
+    traced: App = object.__new__(sharing)
+    traced._shared_from = app  # type: ignore[attr-defined]
+    return traced
 
 
 def _probe(recorder: Recorder, state: str) -> Listener:
