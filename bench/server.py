@@ -376,9 +376,16 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(wrk: str, url: str, connections: int, seconds: int) -> WrkResult:
-    """Run ``wrk -t1 -c<connections> -d<seconds>s url`` and return its summary."""
+def run_wrk(
+    wrk: str, url: str, connections: int, seconds: int, script: Path | None = None
+) -> WrkResult:
+    """Run ``wrk -t1 -c<connections> -d<seconds>s url`` and return its summary.
+
+    ``script``: a wrk Lua file (``-s``), e.g. one that makes every request a PUT with a body.
+    """
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
     try:
         done = subprocess.run(
             command,
