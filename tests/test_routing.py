@@ -1028,3 +1028,29 @@ def test_a_thousand_routes_still_match_correctly():
     assert client.get("/p1000/1").status_code == 404
     assert client.get("/p5/notanint").status_code == 400
     assert client.post("/p5/1").status_code == 405
+
+
+def test_a_detached_route_is_listed_and_named_but_never_matched():
+    @http.PUT("/{resource:path}/_hooks/route").name("register")
+    def register(resource: str) -> str:
+        return resource
+
+    @http.GET("/{rest:path}")
+    def catch_all(rest: str) -> str:
+        return "catch-all " + rest
+
+    @http.GET("/hello")
+    def hello() -> str:
+        return "hello"
+
+    app = App(controllers=[register, catch_all, hello])
+    route = next(route for route in app.router.routes if route.name == "register")
+    app.router.detach(route)
+    assert route in app.router.routes
+    assert app.router.url_for("register", resource="a/b") == "/a/b/_hooks/route"
+    assert app.router.match("PUT", "/a/b/_hooks/route") == (None, ("GET", "HEAD", "OPTIONS"))
+    client = TestClient(app)
+    assert client.get("/a/b/_hooks/route").text == "catch-all a/b/_hooks/route"
+    assert client.get("/hello").text == "hello"
+    app.router.detach(route)  # twice: nothing more happens
+    assert client.put("/a/b/_hooks/route").status_code == 405

@@ -169,6 +169,9 @@ class Hooks(Extension):
         mine = [route for route in app.router.routes if route.data.get("hooks") is self]
         self._registration = Router()
         self._registration.add(*mine)
+        # _on_route matches them with the router above, before the app's router is asked:
+        # PERF: the app's router need not search them on every request it misses.
+        app.router.detach(*mine)
         route = app.router.adopt(self._forward)
         route.name = "hooks.forward"
         route.groups = ("hooked",)

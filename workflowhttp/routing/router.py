@@ -190,6 +190,27 @@ class Router:
             self.routes.append(route)
         self._names.update(names)
 
+    def detach(self, *routes: Route) -> None:
+        """Take ``routes`` out of matching; they stay listed (``routes``, the OpenAPI
+        document) and nameable (``url_for``).
+
+        For routes whose requests a listener claims before the router is asked (the hooks'
+        registration routes, matched by their own router in ``route``): PERF: left in the
+        tree, a ``{name:path}`` suffix at the root would make every miss take the full
+        search, through one more branch.
+        """
+        for route in routes:
+            node = self._node_for(route.path)
+            leaf = node.leaf
+            if leaf is not None:
+                for method in route.methods:
+                    if leaf.get(method) is route:
+                        del leaf[method]
+                if not leaf:
+                    node.leaf = None
+                    self._static.pop(route.path, None)
+        _prune(self._root)
+
     def _node_for(self, path: str) -> _Node:
         node = self._root
         if path == "/":
@@ -529,6 +550,20 @@ def _search(
                     captures.append(value)
                     return route
     return None
+
+
+def _prune(node: _Node) -> bool:
+    """Drop the branches below ``node`` that lead to no route; return whether it is empty."""
+    node.static = {key: child for key, child in node.static.items() if not _prune(child)}
+    node.patterns = {key: entry for key, entry in node.patterns.items() if not _prune(entry[1])}
+    node.suffixed = {key: child for key, child in node.suffixed.items() if not _prune(child)}
+    if node.param is not None and _prune(node.param):
+        node.param = None
+    if node.rest is not None and _prune(node.rest):
+        node.rest = None
+    return not (
+        node.leaf or node.static or node.patterns or node.suffixed or node.param or node.rest
+    )
 
 
 def _suffix_values(
