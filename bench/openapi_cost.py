@@ -208,7 +208,7 @@ def markdown(measured: Measured, rounds: int, seconds: float, clock_name: str) -
     lines.append("")
     if lowest is not None:
         verdict = "met" if lowest >= GOAL and not measured.discrepancies else "NOT met"
-        lines.append(f"lowest median ratio: {lowest:.2f}x (goal ≥ {GOAL:.2f}x: {verdict})")
+        lines.append(f"lowest median ratio: {lowest:.3f}x (goal ≥ {GOAL:.2f}x: {verdict})")
     lines += ["", "Checked before timing:", *(f"- {note}" for note in measured.notes)]
     if measured.discrepancies:
         lines += ["", "**Discrepancies**:", *(f"- {p}" for p in measured.discrepancies)]
