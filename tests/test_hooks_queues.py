@@ -27,6 +27,7 @@ from tests.redis_server import RedisServer, running
 from workflowhttp.hooks.storage import (
     Entry,
     QueueItem,
+    SQLiteStorage,
     Storage,
     StorageUnavailable,
     open_storage,
@@ -455,3 +456,23 @@ def test_a_foreign_value_at_a_redis_queue_head_reads_as_expired(tmp_path: Path) 
             assert drain(storage, "q") == [b"after"]
         finally:
             storage.close()
+
+
+def test_maintenance_empties_a_write_ahead_log_grown_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workflowhttp.hooks.storage as storage_module
+
+    monkeypatch.setattr(storage_module, "MAX_WAL", 64 * 1024)
+    storage = SQLiteStorage(f"sqlite:///{tmp_path / 'queues.sqlite3'}")
+    storage.open()
+    try:
+        for _ in range(20):
+            storage.enqueue([Entry(f"q{n}", b"x" * 2000) for n in range(10)])
+        wal = tmp_path / "queues.sqlite3-wal"
+        assert wal.stat().st_size > 64 * 1024  # requests never checkpoint (PERF)
+        storage.maintain()
+        assert wal.stat().st_size == 0
+        assert sum(length for length, _ in storage.queue_stats().values()) == 200
+    finally:
+        storage.close()

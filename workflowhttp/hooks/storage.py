@@ -221,6 +221,17 @@ _INSERT_ITEM = (
 )
 
 
+#: The size of the write-ahead log over which :meth:`SQLiteStorage.maintain` empties it.
+MAX_WAL = 16 * 1024 * 1024
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _decode_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
@@ -386,7 +397,12 @@ class SQLiteStorage:
                 raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
             self._maintenance, self._maintenance_pid = connection, os.getpid()
         try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # A passive checkpoint copies the log into the database but cannot rewind it while
+            # writers never pause (under load, the log grew to 80 MB and more): once it is over
+            # MAX_WAL bytes, TRUNCATE waits (up to the 0.5 s busy timeout) for a quiet moment
+            # and empties it.
+            mode = "TRUNCATE" if _size(self.path + "-wal") > MAX_WAL else "PASSIVE"
+            connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.Error as ex:
             raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
 
