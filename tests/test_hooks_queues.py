@@ -476,3 +476,50 @@ def test_maintenance_empties_a_write_ahead_log_grown_past_its_bound(
         assert sum(length for length, _ in storage.queue_stats().values()) == 200
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("limit", [0, -1], ids=["zero", "negative"])
+def test_a_claim_of_no_queue_claims_none(storage: Storage, limit: int) -> None:
+    storage.enqueue([Entry("a", b"1"), Entry("b", b"2")])
+    assert storage.claim("me", LEASE, limit) == []
+    assert sorted(storage.claim("other", LEASE, 5)) == ["a", "b"]
+
+
+def test_coalescing_looks_at_the_queues_newest_copy(storage: Storage) -> None:
+    # A queue shared by a reducedPropagation listener and a plain one (one X-Queue): the
+    # plain copy after a pending notification is newer, so the next notification is queued.
+    later = time.time() + 60
+    storage.enqueue([Entry("shared", b"notify-1", not_before=later, coalesce=True)])
+    storage.enqueue([Entry("shared", b"plain")])
+    assert storage.enqueue([Entry("shared", b"notify-2", not_before=later, coalesce=True)]) == 1
+    assert storage.enqueue([Entry("shared", b"notify-3", not_before=later, coalesce=True)]) == 0
+    assert storage.queue_stats()["shared"][0] == 3
+
+
+@pytest.mark.parametrize(
+    "data, enqueued_at",
+    [("text, not bytes", 1.0), (10**12, 1.0), (b"ok", "yesterday")],
+    ids=["text", "a huge number", "a date as text"],
+)
+def test_a_foreign_row_at_a_sqlite_queue_head_reads_as_expired(
+    tmp_path: Path, data: object, enqueued_at: object
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "queues.sqlite3"
+    storage = SQLiteStorage(f"sqlite:///{path}")
+    storage.open()
+    try:
+        storage.enqueue([Entry("q", b"placeholder")])
+        with sqlite3.connect(path) as foreign:
+            foreign.execute(
+                "UPDATE workflowhttp_queue_items SET data = ?, enqueued_at = ?",
+                (data, enqueued_at),
+            )
+        head = storage.head("q")
+        assert head is not None and head.expires_at == 0.0 and head.data == b""
+        storage.remove("q", head)
+        assert storage.head("q") is None
+        storage.queue_stats()  # no exception either
+    finally:
+        storage.close()

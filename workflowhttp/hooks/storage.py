@@ -330,10 +330,13 @@ class SQLiteStorage:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     result = work(connection)
+                    connection.execute("COMMIT")
                 except BaseException:
-                    connection.execute("ROLLBACK")
+                    # Also when the COMMIT failed: a transaction left open would make every
+                    # later BEGIN on this connection fail.
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
                     raise
-                connection.execute("COMMIT")
                 return result
             except sqlite3.Error as ex:
                 raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
@@ -417,26 +420,31 @@ class SQLiteStorage:
     # -- queues -----------------------------------------------------------------------------
 
     def enqueue(self, entries: list[Entry]) -> int:
-        now = time.time()
         if len(entries) == 1 and not entries[0].coalesce:
             # PERF: the common case (one listener) is one statement, its own transaction.
             entry = entries[0]
             self._run(
-                _INSERT_ITEM, (entry.queue, entry.data, now, entry.expires_at, entry.not_before)
+                _INSERT_ITEM,
+                (entry.queue, entry.data, time.time(), entry.expires_at, entry.not_before),
             )
             return 1
 
         def work(connection: sqlite3.Connection) -> int:
+            now = time.time()  # once the write lock is held
             added = 0
             for entry in entries:
-                if (
-                    entry.coalesce
-                    and connection.execute(
-                        "SELECT 1 FROM workflowhttp_queue_items WHERE queue = ? AND not_before > ? "
-                        "LIMIT 1",
-                        (entry.queue, now),
+                # Coalesced when the queue's newest copy is not due yet (Redis checks its
+                # tail alike).
+                newest = (
+                    connection.execute(
+                        "SELECT not_before FROM workflowhttp_queue_items WHERE queue = ? "
+                        "ORDER BY seq DESC LIMIT 1",
+                        (entry.queue,),
                     ).fetchone()
-                ):
+                    if entry.coalesce
+                    else None
+                )
+                if newest is not None and isinstance(newest[0], (int, float)) and newest[0] > now:
                     continue
                 connection.execute(
                     _INSERT_ITEM, (entry.queue, entry.data, now, entry.expires_at, entry.not_before)
@@ -448,9 +456,11 @@ class SQLiteStorage:
         return result
 
     def claim(self, owner: str, lease: float, limit: int) -> list[str]:
-        now = time.time()
+        if limit <= 0:
+            return []  # (SQLite reads LIMIT -1 as no limit)
 
         def work(connection: sqlite3.Connection) -> list[str]:
+            now = time.time()  # once the write lock is held: the lease is as long as asked
             free = connection.execute(
                 "SELECT queue FROM workflowhttp_queues WHERE lease_until < ? "
                 "ORDER BY random() LIMIT ?",
@@ -502,7 +512,13 @@ class SQLiteStorage:
         if not rows:
             return None
         seq, data, enqueued_at, expires_at, not_before = rows[0]
-        return QueueItem(seq, bytes(data), enqueued_at, expires_at, not_before)
+        numbers = (enqueued_at, not_before, 0.0 if expires_at is None else expires_at)
+        if not isinstance(data, bytes) or not all(isinstance(n, (int, float)) for n in numbers):
+            # SECURITY: a foreign row (another program's, a hand edit) would stop its queue for
+            # good, or bytes() of a huge number allocate without bound: it reads as a copy
+            # that expired, which the consumer drops (and counts).
+            return QueueItem(seq, b"", 0.0, 0.0, 0.0)
+        return QueueItem(seq, data, enqueued_at, expires_at, not_before)
 
     def remove(self, queue: str, item: QueueItem) -> None:
         self._run("DELETE FROM workflowhttp_queue_items WHERE seq = ?", (item.ref,))
@@ -511,7 +527,10 @@ class SQLiteStorage:
         rows = self._run(
             "SELECT queue, COUNT(*), MIN(enqueued_at) FROM workflowhttp_queue_items GROUP BY queue"
         )
-        return {str(queue): (int(count), float(oldest)) for queue, count, oldest in rows}
+        return {
+            str(queue): (int(count), float(oldest) if isinstance(oldest, (int, float)) else 0.0)
+            for queue, count, oldest in rows
+        }
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
