@@ -23,7 +23,7 @@ import pytest
 from tests import servers
 from tests.redis_server import running
 from workflowhttp import App, http
-from workflowhttp.hooks import Hooks, Record, SQLiteStorage
+from workflowhttp.hooks import Entry, Hooks, Record, SQLiteStorage
 from workflowhttp.testing import TestClient
 
 pytestmark = pytest.mark.gunicorn
@@ -199,6 +199,27 @@ def test_the_first_poll_reports_a_change_made_since_the_load(tmp_path: Path) -> 
         assert follower.wait_for_change(0.01) is False  # nothing since
         writer.delete("route", "/data", "")
         assert follower.wait_for_change(0.01) is True
+    finally:
+        follower.close()
+        writer.close()
+
+
+def test_copies_queued_by_another_worker_are_no_change_to_the_hooks(tmp_path: Path) -> None:
+    # Under load every request to a hooked resource commits a copy: the other workers must not
+    # reload their index for each (PRAGMA data_version counts every commit).
+    url = f"sqlite:///{tmp_path}/hooks.sqlite3"
+    follower, writer = SQLiteStorage(url), SQLiteStorage(url)
+    follower.open()
+    writer.open()
+    try:
+        assert follower.wait_for_change(0.01) is True  # the first poll
+        writer.enqueue([Entry("listener-hook-x", b"copy")])
+        assert follower.wait_for_change(0.01) is False
+        writer.put(Record("route", "/data", "", json.dumps({"destination": "/x"}).encode(), None))
+        writer.enqueue([Entry("listener-hook-x", b"copy")])
+        assert follower.wait_for_change(0.01) is True
+        writer.sweep()
+        assert follower.wait_for_change(0.01) is False  # nothing expired: nothing changed
     finally:
         follower.close()
         writer.close()

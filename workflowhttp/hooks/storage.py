@@ -210,6 +210,19 @@ _SCHEMA = (
         not_before REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS workflowhttp_queue_order ON workflowhttp_queue_items (queue, seq)",
+    # A counter of the changes to the hooks (not to the queues): a worker reloads its index
+    # when it moved, not on every commit of a copy (PRAGMA data_version counts those too).
+    """CREATE TABLE IF NOT EXISTS workflowhttp_hooks_version (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        version INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO workflowhttp_hooks_version VALUES (0, 0)",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS workflowhttp_hooks_{event.lower()}
+            AFTER {event} ON workflowhttp_hooks
+            BEGIN UPDATE workflowhttp_hooks_version SET version = version + 1; END"""
+        for event in ("INSERT", "UPDATE", "DELETE")
+    ),
     # PERF: a queue is known once it holds a copy, without a second statement per copy.
     """CREATE TRIGGER IF NOT EXISTS workflowhttp_queue_known
         AFTER INSERT ON workflowhttp_queue_items
@@ -261,6 +274,7 @@ class SQLiteStorage:
         self._pid = 0
         self._lock = threading.Lock()
         self._version: int | None = None
+        self._hooks_version: int | None = None
         self._closed = threading.Event()
         self._maintenance: sqlite3.Connection | None = None
         self._maintenance_pid = 0
@@ -302,6 +316,7 @@ class SQLiteStorage:
                 self._pid = os.getpid()
                 self._closed.clear()
                 self._version = None
+                self._hooks_version = None
             return self._connection
 
     def close(self) -> None:
@@ -379,10 +394,17 @@ class SQLiteStorage:
         if self._closed.wait(timeout):
             return False
         ((version,),) = self._run("PRAGMA data_version")
-        # The first call cannot rule out a change since the caller's last read (the registry's
-        # load at start): say there may have been one, as Redis's first subscription does.
-        changed = self._version is None or version != self._version
+        if version == self._version:
+            return False  # nothing committed by another connection
         self._version = version
+        # Something was committed, most often a listener's copy: the hooks changed only if
+        # their counter moved. The first call cannot rule out a change since the caller's
+        # last read (the registry's load at start): it says there may have been one, as
+        # Redis's first subscription does.
+        rows = self._run("SELECT version FROM workflowhttp_hooks_version")
+        hooks_version = rows[0][0] if rows else None
+        changed = self._hooks_version is None or hooks_version != self._hooks_version
+        self._hooks_version = hooks_version
         return changed
 
     def maintain(self) -> None:
