@@ -461,6 +461,7 @@ def test_a_failing_enqueue_is_a_503_and_the_controller_does_not_run(tmp_path, si
         TestClient(make_app(server.url, seen, allowed_destinations=[sink.url])) as client,
     ):
         listen(client, "/data/a", "one", {"destination": f"{sink.url}/one"})
+        assert server.command(b"SAVE").startswith(b"+OK")  # the listener outlives the restart
         server.stop()
         _assert_refused(client, seen)
         server.start()
