@@ -1,0 +1,159 @@
+"""How a worker sends listener hooks' copies to external destinations: kept-alive connections,
+a destination that closed one meanwhile, and a destination no longer allowed."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+from tests.receivers import receiver
+from workflowhttp import App, Body, http
+from workflowhttp.hooks import Hooks
+from workflowhttp.hooks.specs import AllowedDestinations
+from workflowhttp.testing import TestClient
+
+
+@http.PUT("/data/{rest:path}")
+def data(rest: str, body: Annotated[bytes, Body()] = b"") -> dict[str, str]:
+    return {"stored": rest}
+
+
+PLAIN = {"Content-Type": "text/plain"}
+
+
+def hooked(tmp_path: Path, destination: str) -> tuple[App, Hooks]:
+    # A retry would wait 30 s: a test that passes saw no retry.
+    hooks = Hooks(
+        storage=f"sqlite:///{tmp_path / 'hooks.sqlite3'}",
+        allowed_destinations=[destination],
+        poll_interval=0.05,
+        retry_delay=30.0,
+    )
+    return App(controllers=[data], extensions=[hooks]), hooks
+
+
+@contextmanager
+def raw_destination(*, close_after_answer: bool) -> Iterator[RawDestination]:
+    """A raw HTTP/1.1 server answering 200 with keep-alive; with ``close_after_answer`` it
+    closes each connection right after its answer anyway (as a destination whose idle timeout
+    is shorter than ours does)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    destination = RawDestination(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    stop = threading.Event()
+
+    def answer(connection: socket.socket) -> None:
+        data = b""
+        with connection:
+            connection.settimeout(5)
+            while not stop.is_set():
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in lines
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(data) < length:
+                    data += connection.recv(65536)
+                body, data = data[:length], data[length:]
+                destination.requests.append(lines[0] + b" " + body)
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+                )
+                if close_after_answer:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            destination.accepted += 1
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield destination
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+class RawDestination:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.requests: list[bytes] = []
+        self.accepted = 0
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.requests)
+
+
+def test_copies_to_one_destination_share_a_kept_alive_connection(tmp_path: Path) -> None:
+    with raw_destination(close_after_answer=False) as destination:
+        app, _ = hooked(tmp_path, destination.url)
+        with TestClient(app) as client:
+            listener = {"destination": destination.url}
+            registered = client.put("/data/_hooks/listeners/http/x", json=listener)
+            assert registered.status_code == 200, registered.text
+            for n in range(5):
+                assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
+            seen = destination.wait_for(5)
+        assert seen == [b"PUT /%d HTTP/1.1 %d" % (n, n) for n in range(5)]
+        assert destination.accepted == 1
+
+
+def test_a_connection_the_destination_closed_is_replaced_without_a_retry(tmp_path: Path) -> None:
+    with raw_destination(close_after_answer=True) as destination:
+        app, _ = hooked(tmp_path, destination.url)
+        with TestClient(app) as client:
+            listener = {"destination": destination.url}
+            registered = client.put("/data/_hooks/listeners/http/x", json=listener)
+            assert registered.status_code == 200, registered.text
+            for n in range(3):
+                assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
+                destination.wait_for(n + 1)
+                time.sleep(0.05)  # the destination has closed the kept-alive connection
+            seen = destination.wait_for(3)
+        assert seen == [b"PUT /%d HTTP/1.1 %d" % (n, n) for n in range(3)]
+        assert destination.accepted == 3
+
+
+def test_a_copy_for_a_destination_no_longer_allowed_is_given_up_unsent(tmp_path: Path) -> None:
+    with receiver() as sink:
+        app, hooks = hooked(tmp_path, sink.url)
+        with TestClient(app) as client:
+            hooks.deliverer.stop()  # queue first, deliver later
+            registered = client.put("/data/_hooks/listeners/http/x", json={"destination": sink.url})
+            assert registered.status_code == 200, registered.text
+            assert client.put("/data/1", data=b"1", headers=PLAIN).status_code == 200
+            assert sum(n for n, _ in hooks.storage.queue_stats().values()) == 1
+            hooks.allowed = AllowedDestinations([])  # the operator took the destination away
+            hooks.deliverer.start()
+            deadline = time.monotonic() + 5
+            while hooks.storage.queue_stats() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert hooks.storage.queue_stats() == {}  # given up, not retried every 30 s
+        assert sink.snapshot() == []
