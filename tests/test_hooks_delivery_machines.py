@@ -81,12 +81,12 @@ def shared_storage(backend: str, directory: Path) -> Iterator[tuple[str, LeaseOf
     yield f"sqlite:///{path}", sqlite_lease
 
 
-def serve(directory: Path, storage: str, sink: Receiver) -> servers.Server:
-    """Start the listeners' app with 2 workers on ``storage``, delivering to ``sink``."""
+def serve(directory: Path, storage: str, sink: Receiver, workers: int = 2) -> servers.Server:
+    """Start the listeners' app with ``workers`` workers on ``storage``, delivering to ``sink``."""
     return servers.start(
         APP,
         directory,
-        workers=2,
+        workers=workers,
         graceful_timeout=3,
         env={
             "LISTENERS_STORAGE": storage,
@@ -301,3 +301,64 @@ def test_two_servers_on_one_redis_deliver_each_queue_with_one_consumer_at_a_time
         assert sink.max_in_flight(key) == 1, (key, owners[key])
     # The queues were delivered by more than one worker (else nothing was shared).
     assert len(set().union(*owners.values())) >= 2, owners
+
+
+# -- a worker paused past its lease ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers"),
+    [("sqlite", 2), ("redis", 2), ("sqlite", 1), ("redis", 1)],
+    ids=["sqlite-taken-over", "redis-taken-over", "sqlite-alone", "redis-alone"],
+)
+def test_a_worker_paused_past_its_lease_delivers_nothing_beside_another_consumer(
+    tmp_path: Path, backend: str, workers: int
+) -> None:
+    # A worker frozen mid-delivery (SIGSTOP: a long GC pause, a VM descheduled) for longer
+    # than its lease. With 2 workers the other takes the queue over; alone, the lease just
+    # lapses and the worker claims its queue again when it runs. Either way, when it runs
+    # again it must not deliver the queue beside another consumer: not beside the worker
+    # that took over, not beside a second consumer of its own.
+    with (
+        receiver() as sink,
+        shared_storage(backend, tmp_path) as (url, lease_of),
+        servers.serving(serve(tmp_path / "server", url, sink, workers)) as server,
+    ):
+        queue = register(server, sink, "/data/orders", "audit")
+        time.sleep(SOON)
+        sink.delay(SLOW)
+        for seq in range(ITEMS):
+            put(server, f"/data/orders/{seq}", {"seq": seq})
+        sink.wait_for(3, timeout=10 + 3 * SLOW)
+        owner, _ = lease_of(queue)
+        assert owner.count(":") >= 2, f"no lease on {queue} while it is delivered: {owner!r}"
+        pid = int(owner.split(":")[-2])
+        assert pid in server.workers(), owner
+        os.kill(pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        try:
+            deadline = time.monotonic() + LEASE + 10
+            while True:  # until the lease lapsed (and, with 2 workers, was taken over)
+                holder, left = lease_of(queue)
+                if holder != owner or left == 0:
+                    break
+                assert time.monotonic() < deadline, "the paused worker's lease never lapsed"
+                time.sleep(0.02)
+            time.sleep(SLOW * 1.5)  # the new consumer, if any, is mid-delivery
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            resumed_at = time.monotonic() - paused_at
+        deadline = time.monotonic() + ITEMS * SLOW + LEASE + 15
+        while len(distinct(sink.snapshot())) < ITEMS or lease_of(queue)[0]:
+            assert time.monotonic() < deadline, sorted(set(seqs(sink.snapshot())))
+            time.sleep(0.05)
+        seen = sink.snapshot()
+
+    # One consumer at a time, and nothing lost.
+    timeline = [
+        (seq, round(d["at"] - paused_at, 2)) for seq, d in zip(seqs(seen), seen, strict=True)
+    ]
+    assert sink.max_in_flight("") == 1, (
+        f"resumed {resumed_at:.2f} s after the pause; (seq, arrival s after it): {timeline}"
+    )
+    assert sorted(set(seqs(seen))) == list(range(ITEMS))

@@ -198,8 +198,7 @@ class Deliverer:
                 if free > 0:
                     asked = time.monotonic()
                     for queue in self.storage.claim(self.owner, self.lease, free):
-                        self._held[queue] = asked + self.lease
-                        self._deliver_queue(queue)
+                        self._deliver_queue(queue, asked + self.lease)
                 if failing:
                     logger.warning("hooks: storage is back; delivering again")
                 failing = False
@@ -219,7 +218,9 @@ class Deliverer:
             try:
                 asked = time.monotonic()
                 if self.storage.renew(queue, self.owner, self.lease):
-                    self._held[queue] = asked + self.lease
+                    with self._active_lock:
+                        if self._active.get(queue) is lost:
+                            self._held[queue] = asked + self.lease
                 else:
                     with self._active_lock:
                         current = self._active.get(queue) is lost
@@ -239,10 +240,11 @@ class Deliverer:
             HookQueues({queue: length for queue, (length, _) in stats.items()}), key="hooks"
         )
 
-    def _deliver_queue(self, queue: str) -> None:
+    def _deliver_queue(self, queue: str, held_until: float) -> None:
         lost = threading.Event()
         with self._active_lock:
             self._active[queue] = lost
+            self._held[queue] = held_until
         worker = threading.Thread(
             target=self._drain,
             args=(queue, lost),
@@ -283,7 +285,11 @@ class Deliverer:
                 # A worker that was paused (SIGSTOP, a long GC, a VM descheduled) past its
                 # lease may run again before its renewal says the lease is lost: it never
                 # delivers on a lease that may have lapsed (another worker may hold it now).
-                if time.monotonic() >= self._held.get(queue, 0.0):
+                # Nor beside the consumer that claimed its queue again meanwhile.
+                with self._active_lock:
+                    mine = self._active.get(queue) is lost
+                    held_until = self._held.get(queue, 0.0) if mine else 0.0
+                if time.monotonic() >= held_until:
                     lost.set()
                     return
                 started = time.monotonic()
