@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 import urllib3
+from werkzeug.datastructures import Headers
 
 from ..errors import (
     ConfigurationError,
@@ -339,25 +340,32 @@ class Hooks(Extension):
         headers, _ = request_headers(
             environ, trust_forwarded=event.app.trusts_forwarded, preserve_host=False
         )
-        headers.pop("Content-Length", None)  # the body's, when delivered
         # SECURITY: the queue's own headers (X-Queue, X-Queue-Retry-*) are the listener's to
         # set, never the client's: a client cannot send its copy into another queue, nor make
-        # its delivery give up.
-        for name in [name for name, _ in headers.items() if name.lower().startswith("x-queue")]:
-            headers.pop(name, None)
+        # its delivery give up. Content-Length is the body's, when delivered.
+        # PERF: one pass over the list; most listeners have no header rules.
+        lines = [
+            (name, value)
+            for name, value in headers.items()
+            if not (lower := name.lower()).startswith("x-queue") and lower != "content-length"
+        ]
+        queue = listener.queue
+        give_up: list[str] = []
         if listener.rules:
+            headers = Headers(lines)
             apply_header_rules(listener.rules, headers, environ)
-        queue = headers.pop("X-Queue", None) or listener.queue
-        # SECURITY: a queue named by a header is a bounded, printable name.
-        if len(queue) > MAX_QUEUE_NAME or not queue.isprintable() or not queue.isascii():
-            queue = listener.queue
-        give_up = []
-        for name, value in list(headers.items()):
-            lower = name.lower()
-            if lower.startswith("x-queue-retry-"):
-                headers.pop(name, None)
-                if value.strip() == "0":
-                    give_up.append(lower[len("x-queue-retry-") :])
+            named = headers.pop("X-Queue", None)
+            # SECURITY: a queue named by a header is a bounded, printable name.
+            if named and len(named) <= MAX_QUEUE_NAME and named.isprintable() and named.isascii():
+                queue = named
+            lines = []
+            for name, value in headers.items():
+                lower = name.lower()
+                if lower.startswith("x-queue-retry-"):
+                    if value.strip() == "0":
+                        give_up.append(lower[len("x-queue-retry-") :])
+                else:
+                    lines.append((name, value))
         if not listener.payload:
             body = b""
         destination = spec.destination.rstrip("/")
@@ -368,7 +376,7 @@ class Hooks(Extension):
             listener.name,
             environ["REQUEST_METHOD"],
             url,
-            headers.to_wsgi_list(),
+            lines,
             body,
             environ.get("REMOTE_ADDR", ""),
             environ.get("HTTP_HOST", ""),

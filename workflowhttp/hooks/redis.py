@@ -229,7 +229,10 @@ class RedisStorage:
             client, self._client = self._client, None
         for closable in (pubsub, client):
             if closable is not None:
-                with contextlib.suppress(RedisError):
+                # redis-py's PubSub is not thread-safe and the registry's thread may be inside
+                # it, resetting it too: closing it then raises AttributeError or OSError. Its
+                # socket is closed either way (by one of the two).
+                with contextlib.suppress(RedisError, OSError, AttributeError, ValueError):
                     closable.close()
 
     # -- records --------------------------------------------------------------------------
@@ -314,6 +317,10 @@ class RedisStorage:
             while True:
                 left = deadline - time.monotonic()
                 message = pubsub.get_message(timeout=max(0.0, left))
+                if self._closed.is_set():  # closed meanwhile: this thread closes its PubSub
+                    with contextlib.suppress(RedisError, OSError, AttributeError, ValueError):
+                        pubsub.close()
+                    return False
                 if message is not None and message.get("type") == "message":
                     changed = True
                     timeout = 0.0  # take every message already there, then reload once
