@@ -278,6 +278,7 @@ class SQLiteStorage:
         self._closed = threading.Event()
         self._maintenance: sqlite3.Connection | None = None
         self._maintenance_pid = 0
+        self._maintenance_lock = threading.Lock()
 
     def open(self) -> None:
         self._connect()
@@ -325,9 +326,10 @@ class SQLiteStorage:
             connection, self._connection = self._connection, None
             if connection is not None and self._pid == os.getpid():
                 connection.close()
-        maintenance, self._maintenance = self._maintenance, None
-        if maintenance is not None and self._maintenance_pid == os.getpid():
-            maintenance.close()
+        with self._maintenance_lock:
+            maintenance, self._maintenance = self._maintenance, None
+            if maintenance is not None and self._maintenance_pid == os.getpid():
+                maintenance.close()
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         connection = self._connect()
@@ -410,8 +412,15 @@ class SQLiteStorage:
     def maintain(self) -> None:
         """Checkpoint the write-ahead log (PASSIVE: never waits for, nor blocks, a writer)
         on a connection of its own, so requests never wait for its fsyncs."""
-        if self.path == ":memory:":
+        if self.path == ":memory:" or self._closed.is_set():
             return
+        # SECURITY: under the lock close() takes too: closing a connection while another
+        # thread runs a statement on it is a use-after-free in sqlite3 (a segfault).
+        with self._maintenance_lock:
+            if not self._closed.is_set():  # (closed while this thread waited for the lock)
+                self._maintain()
+
+    def _maintain(self) -> None:
         connection = self._maintenance
         if connection is None or self._maintenance_pid != os.getpid():
             try:
