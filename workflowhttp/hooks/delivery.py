@@ -194,7 +194,9 @@ class Deliverer:
                 if now - last_stats >= self.stats_interval:
                     self._report()
                     last_stats = now
-                free = self.concurrency - len(self._active)
+                # A few queues per look, not every free slot at once: the other workers (and
+                # machines) look too, and the queues spread over them (their own cores).
+                free = min(self.concurrency - len(self._active), CLAIM_BATCH)
                 if free > 0:
                     asked = time.monotonic()
                     for queue in self.storage.claim(self.owner, self.lease, free):
@@ -391,6 +393,8 @@ class Deliverer:
         return int(answer[0][:3]) if answer else None
 
 
+#: The most queues a worker claims at each look for them.
+CLAIM_BATCH = 2
 #: What :meth:`Deliverer._deliver` returns for a copy it must not send (given up at once).
 REFUSED = -1
 #: The most bytes of an answer read to keep its connection (a longer answer closes it).
