@@ -161,7 +161,7 @@ class AllowedDestinations:
     the paths below its path (``http://127.0.0.1:9001/api`` allows ``/api`` and ``/api/...``,
     not ``/apix``)."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "_known")
 
     def __init__(self, urls: Iterable[str]) -> None:
         entries = []
@@ -171,8 +171,20 @@ class AllowedDestinations:
                 raise ValueError(f"allowed destination must be an http(s) URL: {url!r}")
             entries.append(parts)
         self.entries = tuple(entries)
+        # PERF: every delivery of a listener's copy checks its URL again (parsing a URL costs
+        # more than the rest of the check); the answers for the last URLs seen are kept.
+        self._known: dict[str, bool] = {}
 
     def allows(self, url: str) -> bool:
+        known = self._known.get(url)
+        if known is None:
+            known = self._allows(url)
+            if len(self._known) >= 1024:
+                self._known.clear()
+            self._known[url] = known
+        return known
+
+    def _allows(self, url: str) -> bool:
         parts = _url_parts(url)
         if parts is None:
             return False
