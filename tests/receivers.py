@@ -25,6 +25,8 @@ from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
+from tests.upstreams import read_all
+
 #: The header naming a delivery's queue for the overlap detector.
 KEY_HEADER = "x-test-queue"
 
@@ -102,7 +104,7 @@ class Receiver:
         for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
             if environ.get(key):
                 headers[name] = environ[key]
-        body = _read_all(environ)
+        body = read_all(environ)
         key = headers.get(KEY_HEADER, "")
         path = environ.get("REQUEST_URI", environ.get("PATH_INFO", "")).partition("?")[0]
         with self.lock:
@@ -130,18 +132,6 @@ class Receiver:
         finally:
             with self.lock:
                 self._in_flight[key] -= 1
-
-
-def _read_all(environ: dict[str, Any]) -> bytes:
-    stream = environ["wsgi.input"]
-    length = environ.get("CONTENT_LENGTH")
-    if length:
-        return bytes(stream.read(int(length)))
-    if environ.get("wsgi.input_terminated") or "chunked" in environ.get(
-        "HTTP_TRANSFER_ENCODING", ""
-    ):
-        return bytes(stream.read())
-    return b""
 
 
 class _Server(ThreadedWSGIServer):

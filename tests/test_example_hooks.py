@@ -15,6 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = {"X-Operator-Key": "let-me-in"}
 
 
+def hooks_command(storage: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``workflowhttp hooks examples.hooks.app:app`` on ``storage``; it must succeed."""
+    env = {**os.environ, "HOOKS_STORAGE": storage, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "workflowhttp", "hooks", "examples.hooks.app:app"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_operators_reroute_part_of_the_catalogue(tmp_path: Path) -> None:
     app = create_app(f"sqlite:///{tmp_path}/hooks.sqlite3")
     with TestClient(app) as client:
@@ -44,17 +60,7 @@ def test_the_hooks_command_lists_what_is_registered(tmp_path: Path) -> None:
         toys = client.put("/catalogue/toys/_hooks/route", json=hook, headers=forever)
         assert toys.status_code == 200
 
-    env = {**os.environ, "HOOKS_STORAGE": storage, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "workflowhttp", "hooks", "examples.hooks.app:app"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = hooks_command(storage, tmp_path)
     header, *rows = result.stdout.splitlines()
     assert header.split() == [
         "KIND",
@@ -112,17 +118,7 @@ def test_the_hooks_command_shows_each_listeners_queue(tmp_path: Path) -> None:
                 client.put(f"/catalogue/books/{page}", data=page, headers=text).status_code == 200
             )
 
-    env = {**os.environ, "HOOKS_STORAGE": storage, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "workflowhttp", "hooks", "examples.hooks.app:app"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = hooks_command(storage, tmp_path)
     _, row = result.stdout.splitlines()
     cells = row.split()
     assert cells[:5] == ["listener", "/catalogue", "audit", "/audit", "PUT"]

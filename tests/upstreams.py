@@ -79,7 +79,7 @@ def _app(state: Upstream) -> Any:
                 {"method": environ["REQUEST_METHOD"], "path": path, "headers": headers}
             )
         if path.startswith("/echo") or path == "/":
-            body = _read_all(environ)
+            body = read_all(environ)
             answer = {
                 "method": environ["REQUEST_METHOD"],
                 "path": environ.get("REQUEST_URI", path).partition("?")[0],
@@ -144,7 +144,8 @@ def _app(state: Upstream) -> Any:
     return app
 
 
-def _read_all(environ: dict[str, Any]) -> bytes:
+def read_all(environ: dict[str, Any]) -> bytes:
+    """Read a test server's request body whole (by its length, or to the end when chunked)."""
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
     if length:

@@ -407,7 +407,9 @@ class Hooks(Extension):
             expire_after: Annotated[str | None, Header("X-Expire-After")] = None,
         ) -> JSONResponse:
             """Register (or replace) the route hook of a resource."""
-            return hooks._register_route(event, hooks._resource(resource), body, expire_after)
+            return hooks._register(
+                event, "route", hooks._resource(resource), "", body, expire_after
+            )
 
         def show_route(resource: str) -> JSONResponse:
             """Return the route hook registered on a resource."""
@@ -431,8 +433,8 @@ class Hooks(Extension):
             expire_after: Annotated[str | None, Header("X-Expire-After")] = None,
         ) -> JSONResponse:
             """Register (or replace) a listener hook of a resource."""
-            return hooks._register_listener(
-                event, hooks._resource(resource), id, body, expire_after
+            return hooks._register(
+                event, "listener", hooks._resource(resource), id, body, expire_after
             )
 
         def show_listener(resource: str, id: str) -> JSONResponse:
@@ -471,48 +473,38 @@ class Hooks(Extension):
     def _resource(self, value: str) -> str:
         return f"{self.root}{value}".rstrip("/")
 
-    def _register_route(
-        self, event: HttpEvent, resource: str, body: bytes, expire_after: str | None
+    def _register(
+        self,
+        event: HttpEvent,
+        kind: str,
+        resource: str,
+        id: str,
+        body: bytes,
+        expire_after: str | None,
     ) -> JSONResponse:
+        """Validate and store a route (``id`` empty) or listener registration."""
         _require_json(event.environ)
-        spec, problems = parse_route(body, resource, self.allowed, event.app.limits.max_json_depth)
+        depth = event.app.limits.max_json_depth
+        problems: list[dict[str, str]]
+        spec: RouteSpec | ListenerSpec | None
+        if kind == "route":
+            spec, problems = parse_route(body, resource, self.allowed, depth)
+        else:
+            spec, problems = parse_listener(body, resource, self.allowed, depth)
+            problems = listener_id_problems(id) + problems
         expires_at = None
         try:
             expires_at = expiry(expire_after, self.default_expiry)
         except ParametersFailed as ex:
             problems.extend(ex.errors)
         if problems or spec is None:
-            raise ParametersFailed(problems, "Invalid route hook")
-        record = Record("route", resource, "", msgspec.json.encode(spec), expires_at)
+            raise ParametersFailed(problems, f"Invalid {kind} hook")
+        record = Record(kind, resource, id, msgspec.json.encode(spec), expires_at)
         self._write(self.storage.put, record)
         logger.info(
-            "hooks: route hook on %s → %s registered by %s (expires %s)",
-            loggable(resource),
-            loggable(spec.destination),
-            loggable(event.environ.get("REMOTE_ADDR", "-")),
-            _when(expires_at),
-        )
-        return JSONResponse(_described(record, spec), 200)
-
-    def _register_listener(
-        self, event: HttpEvent, resource: str, id: str, body: bytes, expire_after: str | None
-    ) -> JSONResponse:
-        _require_json(event.environ)
-        limits = event.app.limits
-        spec, problems = parse_listener(body, resource, self.allowed, limits.max_json_depth)
-        problems = listener_id_problems(id) + problems
-        expires_at = None
-        try:
-            expires_at = expiry(expire_after, self.default_expiry)
-        except ParametersFailed as ex:
-            problems.extend(ex.errors)
-        if problems or spec is None:
-            raise ParametersFailed(problems, "Invalid listener hook")
-        record = Record("listener", resource, id, msgspec.json.encode(spec), expires_at)
-        self._write(self.storage.put, record)
-        logger.info(
-            "hooks: listener hook %s on %s → %s registered by %s (expires %s)",
-            loggable(id),
+            "hooks: %s hook%s on %s → %s registered by %s (expires %s)",
+            kind,
+            loggable(f" {id}" if id else ""),
             loggable(resource),
             loggable(spec.destination),
             loggable(event.environ.get("REMOTE_ADDR", "-")),

@@ -272,15 +272,7 @@ def route_problems(
     spec: RouteSpec, resource: str, allowed: AllowedDestinations
 ) -> list[dict[str, str]]:
     """Return every problem of a route registration on ``resource`` (empty when it is good)."""
-    problems: list[dict[str, str]] = []
-    problems.extend(destination_problems(spec.destination, resource, allowed))
-    problems.extend(methods_problems(spec.methods))
-    problems.extend(header_rule_problems(spec.headers))
-    if spec.headersFilter is not None:
-        try:
-            compile_pattern(spec.headersFilter)
-        except ValueError as ex:
-            problems.append({"path": "headersFilter", "message": str(ex)})
+    problems = _common_problems(spec, resource, allowed, {"headersFilter": spec.headersFilter})
     for pattern, status in spec.translateStatus.items():
         where = f"translateStatus.{pattern}"
         try:
@@ -296,16 +288,8 @@ def listener_problems(
     spec: ListenerSpec, resource: str, allowed: AllowedDestinations
 ) -> list[dict[str, str]]:
     """Return every problem of a listener registration on ``resource`` (empty when good)."""
-    problems: list[dict[str, str]] = []
-    problems.extend(destination_problems(spec.destination, resource, allowed))
-    problems.extend(methods_problems(spec.methods))
-    problems.extend(header_rule_problems(spec.headers))
-    for where, pattern in (("filter", spec.filter), ("headersFilter", spec.headersFilter)):
-        if pattern is not None:
-            try:
-                compile_pattern(pattern)
-            except ValueError as ex:
-                problems.append({"path": where, "message": str(ex)})
+    patterns = {"filter": spec.filter, "headersFilter": spec.headersFilter}
+    problems = _common_problems(spec, resource, allowed, patterns)
     strategy = spec.queueingStrategy
     if strategy.type == "reducedPropagation" and strategy.intervalMs is None:
         problems.append(
@@ -318,6 +302,27 @@ def listener_problems(
         problems.append(
             {"path": "queueExpireAfter", "message": "seconds at least 1, or -1 for never"}
         )
+    return problems
+
+
+def _common_problems(
+    spec: RouteSpec | ListenerSpec,
+    resource: str,
+    allowed: AllowedDestinations,
+    patterns: dict[str, str | None],
+) -> list[dict[str, str]]:
+    """The problems both kinds of registration can have: destination, methods, header rules
+    and the regexes in ``patterns`` (by property name)."""
+    problems: list[dict[str, str]] = []
+    problems.extend(destination_problems(spec.destination, resource, allowed))
+    problems.extend(methods_problems(spec.methods))
+    problems.extend(header_rule_problems(spec.headers))
+    for where, pattern in patterns.items():
+        if pattern is not None:
+            try:
+                compile_pattern(pattern)
+            except ValueError as ex:
+                problems.append({"path": where, "message": str(ex)})
     return problems
 
 
