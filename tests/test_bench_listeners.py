@@ -22,6 +22,8 @@ pytestmark = pytest.mark.gunicorn
 @pytest.mark.timeout(240)
 def test_smallest_run_has_every_row_and_delivers_every_copy() -> None:
     if find_wrk() is None:
+        if os.environ.get("WORKFLOWHTTP_REQUIRE_WRK") == "1":  # CI installs it (.ci/run)
+            pytest.fail("wrk is not installed (WORKFLOWHTTP_REQUIRE_WRK=1)")
         pytest.skip("wrk is not installed (apt-get install wrk)")
     no_redis = listeners.find_redis()
     if no_redis is not None and os.environ.get("WORKFLOWHTTP_REQUIRE_REDIS") == "1":
