@@ -52,7 +52,6 @@ from .listener_targets import APPS, target
 from .report import table
 from .server import (
     HOST,
-    ROOT,
     Gunicorn,
     GunicornInfo,
     ServerError,
@@ -186,39 +185,8 @@ class Receiver(Gunicorn):
 
     THREADS = 32
 
-    def launch(self, port: int) -> None:
-        self.port = port
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            *self.info.extra_options,
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(self.THREADS),
-            "--workers",
-            "1",
-            "--bind",
-            f"{HOST}:{port}",
-            "--chdir",
-            str(ROOT),
-            "--log-level",
-            "warning",
-            self.target,
-        ]
-        with self.log.open("wb") as output:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def worker_options(self) -> list[str]:
+        return ["--worker-class", "gthread", "--threads", str(self.THREADS), "--workers", "1"]
 
     def count(self) -> dict[str, Any]:
         status, body = _call(self.port, "GET", "/_count")

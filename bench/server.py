@@ -134,10 +134,7 @@ class Gunicorn:
             "-m",
             "gunicorn",
             *self.info.extra_options,
-            "--worker-class",
-            "sync",
-            "--workers",
-            str(self.workers),
+            *self.worker_options(),
             "--bind",
             f"{HOST}:{port}",
             "--chdir",
@@ -158,6 +155,10 @@ class Gunicorn:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: the master and its workers
             )
+
+    def worker_options(self) -> list[str]:
+        """The gunicorn options choosing the workers (``workers`` sync workers)."""
+        return ["--worker-class", "sync", "--workers", str(self.workers)]
 
     def output(self, lines: int = 15) -> str:
         """Return the last ``lines`` lines of the server's log."""
