@@ -301,8 +301,9 @@ class Hooks(Extension):
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
         now = time.time()
-        before = [self._entry(lst, event, path, body, now) for lst in found if not lst.after]
-        after = [self._entry(lst, event, path, body, now) for lst in found if lst.after]
+        lines = _copied_headers(event)  # once, however many listeners
+        before = [self._entry(lst, event, path, body, lines, now) for lst in found if not lst.after]
+        after = [self._entry(lst, event, path, body, lines, now) for lst in found if lst.after]
         if before:
             try:
                 self.storage.enqueue(before)
@@ -332,23 +333,18 @@ class Hooks(Extension):
         self.deliverer.wake()
 
     def _entry(
-        self, listener: ListenerHook, event: HttpEvent, path: str, body: bytes, now: float
+        self,
+        listener: ListenerHook,
+        event: HttpEvent,
+        path: str,
+        body: bytes,
+        lines: list[tuple[str, str]],
+        now: float,
     ) -> Entry:
-        """Return the queue entry of ``listener``'s copy of the request."""
+        """Return the queue entry of ``listener``'s copy of the request, whose headers are
+        ``lines`` (:func:`_copied_headers`) before the listener's rules."""
         environ = event.environ
         spec = listener.spec
-        headers, _ = request_headers(
-            environ, trust_forwarded=event.app.trusts_forwarded, preserve_host=False
-        )
-        # SECURITY: the queue's own headers (X-Queue, X-Queue-Retry-*) are the listener's to
-        # set, never the client's: a client cannot send its copy into another queue, nor make
-        # its delivery give up. Content-Length is the body's, when delivered.
-        # PERF: one pass over the list; most listeners have no header rules.
-        lines = [
-            (name, value)
-            for name, value in headers.items()
-            if not (lower := name.lower()).startswith("x-queue") and lower != "content-length"
-        ]
         queue = listener.queue
         give_up: list[str] = []
         if listener.rules:
@@ -568,6 +564,22 @@ class Hooks(Extension):
 
     def __repr__(self) -> str:
         return f"<Hooks {self.root} on {self.storage!r}>"
+
+
+def _copied_headers(event: HttpEvent) -> list[tuple[str, str]]:
+    """Return the headers a copy of the request carries before its listener's rules: the
+    proxy's outgoing headers (no hop-by-hop ones, ``X-Forwarded-*`` added)."""
+    headers, _ = request_headers(
+        event.environ, trust_forwarded=event.app.trusts_forwarded, preserve_host=False
+    )
+    # SECURITY: the queue's own headers (X-Queue, X-Queue-Retry-*) are the listener's to set,
+    # never the client's: a client cannot send its copy into another queue, nor make its
+    # delivery give up. Content-Length is the body's, when delivered.
+    return [
+        (name, value)
+        for name, value in headers.items()
+        if not (lower := name.lower()).startswith("x-queue") and lower != "content-length"
+    ]
 
 
 def _require_json(environ: dict[str, Any]) -> None:
