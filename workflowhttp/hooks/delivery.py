@@ -42,7 +42,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import msgspec
 
 from ..stream.events import HookDelivered, HookQueues
-from .forwarding import CHAIN
+from .forwarding import CHAIN, add_headers, chunks, no_write
 from .storage import QueueItem, Storage, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -380,16 +380,10 @@ class Deliverer:
             status: str, headers: Any, exc_info: Any = None
         ) -> Callable[[bytes], None]:
             answer[:] = [status]
-            return _no_write
+            return no_write
 
-        body = app(local_environ(copy), start_response)
-        try:
-            for _ in body:
-                pass
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+        for _ in chunks(app(local_environ(copy), start_response)):
+            pass  # the answer's body is not wanted; chunks() closes it
         return int(answer[0][:3]) if answer else None
 
 
@@ -477,10 +471,6 @@ class Connections:
                 connection.close()
 
 
-def _no_write(data: bytes) -> None:  # pragma: no cover - our app never calls write()
-    raise RuntimeError("write() is not supported in process")
-
-
 def local_environ(copy: Copy) -> dict[str, Any]:
     """Return the WSGI environ of a copy delivered in process."""
     path, _, query = copy.url.partition("?")
@@ -505,13 +495,7 @@ def local_environ(copy: Copy) -> dict[str, Any]:
         CHAIN: tuple(copy.chain),
         DELIVERY: copy.listener,
     }
-    for name, value in copy.headers:
-        key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE":
-            environ[key] = value
-        elif key != "CONTENT_LENGTH":
-            key = "HTTP_" + key
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    add_headers(environ, copy.headers)  # (a copy has no Content-Length: it is the body's)
     if copy.host:
         environ["HTTP_HOST"] = copy.host
     if copy.body or copy.method in ("POST", "PUT", "PATCH"):

@@ -107,13 +107,13 @@ class HookProxy(Proxy):
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             answer[:] = [status, headers]
-            return _no_write
+            return no_write
 
         body = http.app(environ, start_response)
         event.upstream_seconds = time.perf_counter() - started
         status = int(answer[0][:3]) if answer else 500
         headers = response_headers(Headers(answer[1] if answer else []))
-        event.response = UpstreamResponse(status, headers, _chunks(body), self.max_buffer)
+        event.response = UpstreamResponse(status, headers, chunks(body), self.max_buffer)
         event._next = FILTER_RESPONSE
 
 
@@ -131,11 +131,12 @@ def path_below(environ: dict[str, Any], resource: str) -> str:
     return suffix.rstrip("/") if suffix.strip("/") == "" else suffix
 
 
-def _no_write(data: bytes) -> None:  # pragma: no cover - our app never calls write()
+def no_write(data: bytes) -> None:  # pragma: no cover - our app never calls write()
     raise RuntimeError("write() is not supported in process")
 
 
-def _chunks(body: Iterable[bytes]) -> Iterator[bytes]:
+def chunks(body: Iterable[bytes]) -> Iterator[bytes]:
+    """Yield the non-empty chunks of a WSGI body, then close it (however the loop ends)."""
     try:
         for chunk in body:
             if chunk:
@@ -165,13 +166,7 @@ def _local_environ(
     environ["QUERY_STRING"] = outgoing.query
     environ["RAW_URI"] = environ["REQUEST_URI"] = raw
     environ[CHAIN] = (*chain, resource)
-    for name, value in outgoing.headers.items():
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            environ[key] = value
-        else:
-            key = "HTTP_" + key
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    add_headers(environ, outgoing.headers.items())
     if "HTTP_HOST" in original:  # the app's own host, not the stand-in upstream's
         environ["HTTP_HOST"] = original["HTTP_HOST"]
     body = outgoing.body
@@ -188,6 +183,18 @@ def _local_environ(
     if data or "CONTENT_LENGTH" in environ:
         environ["CONTENT_LENGTH"] = str(len(data))
     return environ
+
+
+def add_headers(environ: dict[str, Any], headers: Iterable[tuple[str, str]]) -> None:
+    """Add ``(name, value)`` headers to a WSGI environ of a request made in process (a
+    repeated header's values joined by commas, as a server does)."""
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            key = "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
 
 
 def apply_header_rules(
