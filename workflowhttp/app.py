@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -22,17 +21,16 @@ from .events import (
     compile_listeners,
     marked_class_listeners,
     marked_listeners,
-    members_in_source_order,
 )
 from .extensions import is_extension
 from .kernel import error_response, kernel_listeners, request_checks
 from .limits import Limits
 from .middleware import MiddlewareSet
 from .openapi import OpenAPI, describe
-from .params import build_plan
 from .request import Request
 from .responses import Response, close_body, close_unsent, prepare, status_of
-from .routing import Mount, Route, Router, controller_spec, join_paths, route_specs
+from .routing import Route, Router
+from .routing.controllers import ControllerCompiler
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
 
@@ -117,12 +115,13 @@ class App:
             special={HttpEvent: _the_event, Request: _the_request},
         )
         self.router = Router()
-        self.router.adopt_callable = self._compile_callable
         if stream is not None and not isinstance(stream, Stream):
             raise ConfigurationError(f"stream must be a Stream, not {type(stream).__name__}")
         self.stream = stream
         brought = [m for ext in self.extensions for m in getattr(ext, "middlewares", ())]
         self.middlewares = MiddlewareSet(self.container, [*brought, *middlewares])
+        self._controllers = ControllerCompiler(self.container, self.middlewares)
+        self.router.adopt_callable = self._controllers.compile_callable
         self._sequence = itertools.count()
         self._registrations: list[Registration] = []  # the users'; the kernel's are added
         self._extension_kernel = _extension_kernel(self.extensions)
@@ -321,154 +320,10 @@ class App:
 
     def _add_controller(self, controller: Any) -> None:
         """Add a controller class, a route function or a mount: all its routes, or none."""
-        routes = self._controller_routes(controller, _TOP)
+        routes = self._controllers.compile_routes(controller)
         self.router.add(*routes)
         if any(route.middlewares for route in routes):
             self._compile()  # the first route middlewares bring the middleware runners in
-
-    def _controller_routes(self, controller: Any, scope: _Scope) -> list[Route]:
-        """Compile the routes of ``controller`` placed in ``scope`` (the mounts around it)."""
-        if isinstance(controller, Mount):
-            inner = scope.within(controller)
-            routes = []
-            for item in controller.controllers:
-                if is_extension(item):
-                    raise ConfigurationError(
-                        f"mount {controller.prefix!r}: {item!r} is an extension; give it to "
-                        f"App(controllers=[...]) or App(extensions=[...]) itself"
-                    )
-                routes.extend(self._controller_routes(item, inner))
-            return routes
-        if isinstance(controller, type):
-            routes = self._class_routes(controller, scope)
-        else:
-            routes = self._function_routes(controller, scope)
-        if not routes:
-            raise ConfigurationError(f"controller {controller!r} declares no routes")
-        return routes
-
-    def _function_routes(self, function: Any, scope: _Scope) -> list[Route]:
-        specs = route_specs(function)
-        routes = []
-        for spec in specs:
-            route = Route(
-                join_paths(scope.prefix, spec.path),
-                spec.methods,
-                function,
-                name=spec.route_name,
-                groups=_merge_groups(scope.groups, spec.groups),
-                data=spec.route_data,
-                description=spec.route_description,
-            )
-            scope.place(route)
-            self._bind(route, function, None)
-            route.middlewares = self.middlewares.for_route(
-                route, scope.middlewares, spec.middlewares
-            )
-            routes.append(route)
-        return routes
-
-    def _class_routes(self, cls: type, scope: _Scope) -> list[Route]:
-        spec = controller_spec(cls)
-        base = join_paths(scope.prefix, spec.base if spec else "")
-        class_groups = _merge_groups(scope.groups, spec.groups if spec else ())
-        class_middlewares = (*scope.middlewares, *(spec.middlewares if spec else ()))
-        factory = None
-        routes = []
-        for name, member in members_in_source_order(cls):
-            for route_spec in route_specs(member):
-                if factory is None:
-                    factory = self.container.constructor(
-                        cls, consumer=cls.__qualname__, request_scope=True
-                    )
-                # A staticmethod or a classmethod (bound to the class by getattr) needs no
-                # instance: the controller is not built for it.
-                is_static = isinstance(
-                    inspect.getattr_static(cls, name), (staticmethod, classmethod)
-                )
-                route = Route(
-                    join_paths(base, route_spec.path),
-                    route_spec.methods,
-                    member,
-                    name=route_spec.route_name,
-                    groups=_merge_groups(class_groups, route_spec.groups),
-                    data=route_spec.route_data,
-                    description=route_spec.route_description,
-                    controller=cls,
-                )
-                scope.place(route)
-                self._bind(route, member, None if is_static else factory)
-                route.middlewares = self.middlewares.for_route(
-                    route, class_middlewares, route_spec.middlewares
-                )
-                routes.append(route)
-        return routes
-
-    def _bind(
-        self,
-        route: Route,
-        function: Callable[..., Any],
-        factory: Any,
-        *,
-        claimed: bool = False,
-    ) -> None:
-        """Compile the route's parameter plan and the callable that runs its controller.
-
-        A ``claimed`` route (compiled for ``event.route_found()``) learns its path parameters
-        per request.
-        """
-        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
-            raise ConfigurationError(f"{route.name}: async controllers need an ASGI server")
-        plan = build_plan(
-            function,
-            None if claimed else route.param_names,
-            self.container,
-            skip_first=factory is not None,
-        )
-        route.plan = plan
-        route.invoke = _invoker(function, factory, bool(plan.resolvers))
-
-    def _compile_callable(self, function: Callable[..., Any]) -> Route:
-        route = Route("/", ("*",), function)
-        self._bind(route, function, None, claimed=True)
-        return route
-
-
-class _Scope(NamedTuple):
-    """Where the mounts around a controller put its routes (their prefixes, names, groups,
-    middlewares, the outer mount's first)."""
-
-    prefix: str
-    name: str  # "v1." (or "api.v1." when nested), "" outside named mounts
-    groups: tuple[str, ...]
-    middlewares: tuple[Any, ...]
-
-    def within(self, mount: Mount) -> _Scope:
-        """The scope of ``mount``'s controllers, ``mount`` being in this one."""
-        return _Scope(
-            join_paths(self.prefix, mount.prefix) if self.prefix else mount.prefix,
-            f"{self.name}{mount.name}." if mount.name else self.name,
-            _merge_groups(self.groups, mount.groups),
-            (*self.middlewares, *mount.middlewares),
-        )
-
-    def place(self, route: Route) -> None:
-        """Give ``route`` the mounts' name prefix, and say where it is mounted."""
-        if self.name:
-            route.name = self.name + route.name
-        if self.prefix:
-            route.mounted = join_paths("", self.prefix)
-
-
-_TOP = _Scope("", "", (), ())
-"""The scope of a controller given to the app itself: no mount."""
-
-
-def _merge_groups(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
-    """Concatenate groups, first ones first, dropping duplicates."""
-    if not first:
-        return second
-    return tuple(dict.fromkeys((*first, *second)))
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:
@@ -589,19 +444,6 @@ def _drop_tracebacks(error: BaseException, trace: list[Any] | None) -> None:
         pending.append(current.__context__)
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
-
-
-def _invoker(
-    function: Callable[..., Any], factory: Callable[[Any], Any] | None, has_parameters: bool
-) -> Callable[[HttpEvent], Any]:
-    # PERF: one specialised closure per route, chosen at start-up.
-    if factory is None:
-        if has_parameters:
-            return lambda event: function(**event.parameters)
-        return lambda event: function()
-    if has_parameters:
-        return lambda event: function(factory(event), **event.parameters)
-    return lambda event: function(factory(event))
 
 
 def _the_event(event: HttpEvent) -> HttpEvent:

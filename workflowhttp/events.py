@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .errors import AccessDenied, ConfigurationError, IllegalTransition
 from .responses import Response
+from .routing.declarations import members_in_source_order, needs_no_instance
 from .workflow import (
     ACCESS_DENIED,
     ALL_STATES,
@@ -276,20 +277,6 @@ def listener(token: ListenerToken | str, priority: int = 0) -> Callable[[F], F]:
     return mark
 
 
-def members_in_source_order(cls: type) -> list[tuple[str, Any]]:
-    """Return the class's attributes, bases first, each class's in definition order.
-
-    Routes of a controller class and listeners of a listener class are registered in this
-    order, so equal priorities run in the order the methods are written.
-    """
-    members: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        for name in vars(klass):
-            members.pop(name, None)  # an override moves to where the subclass defines it
-            members[name] = getattr(cls, name, None)
-    return list(members.items())
-
-
 def marked_listeners(instance: object) -> list[tuple[str, int, Listener]]:
     """Return ``(state, priority, bound method)`` for each ``@listener`` method of ``instance``,
     in the order the methods are declared."""
@@ -314,8 +301,7 @@ def marked_class_listeners(
         marks = getattr(member, _LISTENS, ())
         if not marks:
             continue
-        static = isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod))
-        if static:
+        if needs_no_instance(cls, name):
             method: Listener = member
         else:
             check_signature(member, f"{cls.__qualname__}.{name}", (None, None))

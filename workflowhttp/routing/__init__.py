@@ -38,7 +38,8 @@ controllers under a prefix; the app compiles it into ordinary routes (prefixed p
 and names), so matching is the same.
 
 The package: :mod:`.paths` (templates and the trailing-slash policy), :mod:`.declarations`
-(the decorators and mounts) and :mod:`.router` (the compiled router).
+(the decorators and mounts), :mod:`.controllers` (controllers and mounts compiled into routes)
+and :mod:`.router` (the compiled router).
 """
 
 from __future__ import annotations

@@ -4,17 +4,31 @@
 Decorators only *describe* routes: they attach a :class:`RouteSpec` to the function (or a
 :class:`ControllerSpec` to the class) and return it unchanged. Nothing is registered globally,
 so several apps can share controllers, and one controller can be mounted twice.
+
+A class's declarations are read with one walk, :func:`members_in_source_order`, for controller
+classes (:mod:`.controllers`) and listener classes (:mod:`workflowhttp.events`) alike.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ..errors import ConfigurationError
 from .paths import ANY
 
-__all__ = ["ControllerSpec", "Mount", "RouteSpec", "controller_spec", "http", "route_specs"]
+__all__ = [
+    "ControllerSpec",
+    "Mount",
+    "RouteSpec",
+    "controller_spec",
+    "http",
+    "members_in_source_order",
+    "merge_groups",
+    "needs_no_instance",
+    "route_specs",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T", bound=type)
@@ -67,7 +81,7 @@ class RouteSpec:
 
     def group(self, *groups: str) -> RouteSpec:
         """Add groups (listeners can select routes by ``"admin" in event.route.groups``)."""
-        self.groups = _merge(self.groups, groups)
+        self.groups = merge_groups(self.groups, groups)
         return self
 
     def data(self, key: str, value: Any) -> RouteSpec:
@@ -131,7 +145,7 @@ class ControllerSpec:
         self.middlewares: tuple[Any, ...] = ()
 
     def group(self, *groups: str) -> ControllerSpec:
-        self.groups = _merge(self.groups, groups)
+        self.groups = merge_groups(self.groups, groups)
         return self
 
     def middleware(self, *middlewares: Any) -> ControllerSpec:
@@ -198,7 +212,7 @@ class Mount:
         if not self.controllers:
             raise ConfigurationError(f"mount {prefix!r} has no controllers")
         self.name = name.strip(".") if name is not None else None
-        self.groups = _merge(groups, ())
+        self.groups = merge_groups(groups, ())
         self.middlewares = tuple(middlewares)
 
     def __repr__(self) -> str:
@@ -261,7 +275,7 @@ class _Http:
 http = _Http()
 
 
-def _merge(first: Iterable[str], second: Iterable[str]) -> tuple[str, ...]:
+def merge_groups(first: Iterable[str], second: Iterable[str]) -> tuple[str, ...]:
     """Concatenate groups, first ones first, dropping duplicates."""
     return tuple(dict.fromkeys((*first, *second)))
 
@@ -276,3 +290,23 @@ def controller_spec(cls: type) -> ControllerSpec | None:
     """Return the ``@http.controller`` spec of ``cls``, if it has one."""
     spec = cls.__dict__.get(_CONTROLLER)
     return spec if isinstance(spec, ControllerSpec) else None
+
+
+def members_in_source_order(cls: type) -> list[tuple[str, Any]]:
+    """Return the class's attributes, bases first, each class's in definition order.
+
+    Routes of a controller class and listeners of a listener class are registered in this
+    order, so equal priorities run in the order the methods are written.
+    """
+    members: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name in vars(klass):
+            members.pop(name, None)  # an override moves to where the subclass defines it
+            members[name] = getattr(cls, name, None)
+    return list(members.items())
+
+
+def needs_no_instance(cls: type, name: str) -> bool:
+    """Whether ``cls.<name>`` is a staticmethod or a classmethod: callable without building
+    the class (``getattr`` binds a classmethod to the class)."""
+    return isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod))
