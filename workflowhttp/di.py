@@ -233,10 +233,6 @@ class Container:
             annotation in self._providers or self._special_for(annotation) is not None
         )
 
-    def scope_of(self, annotation: type) -> str:
-        provider = self._providers.get(annotation)
-        return provider.scope if provider is not None else REQUEST
-
     def _special_for(self, annotation: type) -> Accessor | None:
         # `object` is a base of every class, the event's too: a parameter annotated `object`
         # says nothing of what it wants, so it gets no per-request value silently.
