@@ -31,6 +31,7 @@ from .request import Request
 from .responses import Response, close_body, close_unsent, prepare, status_of
 from .routing import Route, Router
 from .routing.controllers import ControllerCompiler
+from .settings import check_priority
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
 
@@ -286,8 +287,7 @@ class App:
         return self._listeners[state_name(token)]
 
     def _registration(self, state: str, priority: int, function: Any) -> Registration:
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ConfigurationError(f"listener priority must be an int, not {priority!r}")
+        check_priority("listener", priority)
         return Registration(state, priority, next(self._sequence), check_listener(function))
 
     def _compile(self) -> None:

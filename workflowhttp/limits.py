@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ConfigurationError
+from .settings import check_positive_ints
 
 __all__ = ["Limits"]
 
@@ -62,10 +63,9 @@ class Limits:
         unknown = set(overrides) - set(_DEFAULTS)
         if unknown:
             raise ConfigurationError(f"unknown limit(s): {', '.join(sorted(unknown))}")
-        for name, default in _DEFAULTS.items():
-            value = overrides.get(name, default)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"limit {name} must be a positive int, got {value!r}")
+        values = {name: overrides.get(name, default) for name, default in _DEFAULTS.items()}
+        check_positive_ints("limit", **values)
+        for name, value in values.items():
             setattr(self, name, value)
 
     def __repr__(self) -> str:

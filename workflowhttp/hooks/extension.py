@@ -30,6 +30,7 @@ from ..proxy.upstreams import LazyClient
 from ..request import read_body
 from ..responses import JSONResponse, status_of
 from ..routing import Route, Router, http
+from ..settings import check_positive_ints, check_positive_numbers
 from ..stream.events import HooksChanged
 from ..workflow import CONTROLLER, METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
 from .delivery import Copy, Deliverer, encode_copy
@@ -111,16 +112,15 @@ class Hooks(Extension):
             self.allowed = AllowedDestinations(allowed_destinations)
         except ValueError as ex:
             raise ConfigurationError(str(ex)) from None
-        for label, value in (
-            ("poll_interval", poll_interval),
-            ("reload_interval", reload_interval),
-            ("sweep_interval", sweep_interval),
-            ("lease", lease),
-            ("retry_delay", retry_delay),
-            ("max_retry_delay", max_retry_delay),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"hooks {label} must be a positive number: {value!r}")
+        check_positive_numbers(
+            "hooks",
+            poll_interval=poll_interval,
+            reload_interval=reload_interval,
+            sweep_interval=sweep_interval,
+            lease=lease,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
+        )
         self.root = root.rstrip("/") + "/"
         self.storage = open_storage(storage)
         self.pool_size = pool_size
@@ -135,10 +135,7 @@ class Hooks(Extension):
             sweep_interval=sweep_interval,
             on_change=self._changed,
         )
-        if isinstance(delivery_concurrency, bool) or not isinstance(delivery_concurrency, int):
-            raise ConfigurationError("hooks delivery_concurrency must be a positive integer")
-        if delivery_concurrency < 1:
-            raise ConfigurationError("hooks delivery_concurrency must be a positive integer")
+        check_positive_ints("hooks", delivery_concurrency=delivery_concurrency)
         self.deliverer = Deliverer(
             self,
             lease=lease,

@@ -50,6 +50,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ..errors import ConfigurationError
 from ..events import check_listener, check_signature, lazy_method
 from ..responses import Response
+from ..settings import check_priority
 
 if TYPE_CHECKING:
     from ..di import Container
@@ -96,10 +97,8 @@ class Middleware:
     ) -> None:
         if isinstance(target, Middleware):
             raise ConfigurationError("Middleware(...) wraps a middleware, not another wrapper")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ConfigurationError(f"middleware priority must be an int, not {priority!r}")
         self.target = target
-        self.priority = priority
+        self.priority = check_priority("middleware", priority)
         self.include = _Filter(groups, names, paths, methods, controllers)
         self.exclude = _Filter(
             exclude_groups, exclude_names, exclude_paths, exclude_methods, exclude_controllers

@@ -15,6 +15,7 @@ from ..extensions import Extension
 from ..request import content_length
 from ..responses import Response
 from ..routing import http, join_paths
+from ..settings import check_positive_ints, check_positive_numbers
 from ..workflow import PROXY_WORKFLOW, walk
 from .events import (
     Outgoing,
@@ -73,16 +74,10 @@ class Proxy(Extension):
     ) -> None:
         if not isinstance(base_path, str) or not base_path.startswith("/"):
             raise ConfigurationError(f"proxy base path must start with '/': {base_path!r}")
-        for label, value in (
-            ("timeout", timeout),
-            ("connect_timeout", connect_timeout),
-            ("check_after", check_after),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"proxy {label} must be a positive number: {value!r}")
-        for label, value in (("pool_size", pool_size), ("max_buffer", max_buffer)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"proxy {label} must be a positive int: {value!r}")
+        check_positive_numbers(
+            "proxy", timeout=timeout, connect_timeout=connect_timeout, check_after=check_after
+        )
+        check_positive_ints("proxy", pool_size=pool_size, max_buffer=max_buffer)
         self.base_path = join_paths(base_path, "")
         self.name = name or f"proxy{self.base_path if self.base_path != '/' else ''}"
         self.pool = Pool(upstream, fallback, check_after)
