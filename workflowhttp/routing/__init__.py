@@ -46,12 +46,15 @@ from __future__ import annotations
 
 from .declarations import ControllerSpec, Mount, RouteSpec, controller_spec, http, route_specs
 from .paths import ANY, METHODS, join_paths, normalize_path
-from .router import Route, Router
+from .router import NO_ROUTE, Match, Miss, Route, Router
 
 __all__ = [
     "ANY",
     "METHODS",
+    "NO_ROUTE",
     "ControllerSpec",
+    "Match",
+    "Miss",
     "Mount",
     "Route",
     "RouteSpec",

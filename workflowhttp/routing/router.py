@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from ..errors import BadRequest, ConfigurationError
 from .paths import ANY, BAD_PERCENT, METHODS, PARAM, normalize_path, parse_template
 
-__all__ = ["Route", "Router"]
+__all__ = ["Match", "Miss", "Route", "Router"]
 
 
 class Route:
@@ -105,6 +105,27 @@ def _described(route: Route) -> str:
 
 def _unbound(event: Any) -> Any:
     raise RuntimeError("route is not bound to an app")
+
+
+class Match(NamedTuple):
+    """What :meth:`Router.match` found: the route for the method, and its path parameters."""
+
+    route: Route
+    params: dict[str, str]
+
+
+class Miss(NamedTuple):
+    """What :meth:`Router.match` returns when no route takes the request.
+
+    ``allowed`` is empty when no route has the path (404), else the methods for ``Allow``
+    (405; ``OPTIONS`` is answered 204 with them).
+    """
+
+    allowed: tuple[str, ...]
+
+
+NO_ROUTE = Miss(())
+"""The miss of a path no route has (one object: a 404 allocates nothing for it)."""
 
 
 class _Node:
@@ -293,16 +314,14 @@ class Router:
             path = path.rstrip("/") or "/"
         return path
 
-    def match(self, method: str, path: str) -> tuple[Route | None, Any]:
-        """Return ``(route, path_params)``, or ``(None, allowed_methods)`` on a miss.
-
-        ``allowed_methods`` is a tuple: empty when no route matches the path at all.
-        """
+    def match(self, method: str, path: str) -> Match | Miss:
+        """Return a :class:`Match` (the route and its path parameters), else a :class:`Miss`
+        (the methods the path allows: none when no route has the path)."""
         leaf = self._static.get(path)
         if leaf is not None:
             route = _for_method(leaf, method)
             if route is not None:
-                return route, {}
+                return Match(route, {})
         segments = path[1:].split("/") if path != "/" else []
         # PERF: first the straight descent (static child, else the {name} child) that the
         # depth-first search would try first; when it ends on a route for the method, the
@@ -330,7 +349,7 @@ class Router:
                         if found is not None:
                             captures.append(found[1])
                             route = found[0]
-                            return route, dict(zip(route.param_names, captures, strict=True))
+                            return Match(route, dict(zip(route.param_names, captures, strict=True)))
                     break
                 if node.patterns or not plain or not segment or segment == "..":
                     break
@@ -341,15 +360,15 @@ class Router:
             if leaf is not None:
                 route = _for_method(leaf, method)
                 if route is not None:
-                    return route, dict(zip(route.param_names, captures, strict=True))
+                    return Match(route, dict(zip(route.param_names, captures, strict=True)))
         allowed: set[str] = set()
         captures = []
         route = _search(self._root, segments, 0, method, captures, allowed)
         if route is None:
-            return None, _allow_header_methods(allowed)
+            return Miss(_allow_header_methods(allowed)) if allowed else NO_ROUTE
         if not captures:
-            return route, {}
-        return route, dict(zip(route.param_names, captures, strict=True))
+            return Match(route, {})
+        return Match(route, dict(zip(route.param_names, captures, strict=True)))
 
     def url_for(self, name: str, /, **params: Any) -> str:
         """Build the path of the route named ``name`` (a mounted route's name carries its
@@ -587,8 +606,7 @@ def _allow_header_methods(methods: Iterable[str]) -> tuple[str, ...]:
     found = set(methods)
     if not found:
         return ()
-    if ANY in found:
-        return METHODS
+    # No ANY here: a leaf with an ANY route answers every method, so it never adds to them.
     if "GET" in found:
         found.add("HEAD")
     found.add("OPTIONS")
