@@ -10,7 +10,6 @@ from .errors import (
     BadRequest,
     ConfigurationError,
     Conflict,
-    Forbidden,
     GatewayTimeout,
     Gone,
     HTTPError,
@@ -30,15 +29,17 @@ from .errors import (
     UnsupportedMediaType,
     URITooLong,
     WorkflowError,
+    WorkflowLoop,
     WorkflowStalled,
 )
 from .events import HttpEvent, listener
 from .limits import Limits
+from .middleware import Middleware
 from .params import Body, Cookie, Header, Query
 from .request import Request
 from .responses import HTMLResponse, JSONResponse, Redirect, Response
 from .routing import Route, http
-from .workflow import WorkflowLoop, http_workflow
+from .workflow import http_workflow
 
 __version__ = "0.1.0"
 
@@ -51,7 +52,6 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "Cookie",
-    "Forbidden",
     "GatewayTimeout",
     "Gone",
     "HTMLResponse",
@@ -64,6 +64,7 @@ __all__ = [
     "LengthRequired",
     "Limits",
     "MethodNotAllowed",
+    "Middleware",
     "NotAcceptable",
     "NotFound",
     "ParametersFailed",

@@ -63,9 +63,6 @@ class AccessDenied(HTTPError):
     message = "Access denied"
 
 
-Forbidden = AccessDenied
-
-
 class NotFound(HTTPError):
     status = 404
     message = "Not Found"
@@ -189,6 +186,10 @@ class IllegalTransition(WorkflowError):
 
 class WorkflowStalled(WorkflowError):
     """The listeners of a state scheduled no next state."""
+
+
+class WorkflowLoop(WorkflowError):
+    """A request made more state moves than ``Limits.max_hops`` allows."""
 
 
 class ConfigurationError(Exception):

@@ -37,24 +37,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transitions import Machine
 
-from .errors import AccessDenied, ConfigurationError, WorkflowError, WorkflowStalled
+from .errors import AccessDenied, ConfigurationError, WorkflowLoop, WorkflowStalled
 
 __all__ = [
     "ALLOWED",
     "ALL_STATES",
     "ERROR_ROUTES",
-    "FAILURE_STATES",
     "HTTP_WORKFLOW",
     "PROXY_WORKFLOW",
     "STATES",
     "WORKFLOWS",
     "ListenerToken",
     "Workflow",
-    "WorkflowLoop",
+    "WorkflowLoop",  # defined in errors, with the other workflow errors; imported from here too
     "draw",
     "http_workflow",
     "proxy_workflow",
@@ -220,9 +219,6 @@ WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (HTTP_WORKFLOW, PROXY_WORKF
 
 STATES: tuple[str, ...] = HTTP_WORKFLOW.states
 ALL_STATES: tuple[str, ...] = tuple(s for w in WORKFLOWS.values() for s in w.states)
-FAILURE_STATES = frozenset(
-    {ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, ACCESS_DENIED, PARAMETERS_FAILED, CONTROLLER_ERROR}
-)
 ALLOWED = HTTP_WORKFLOW.allowed
 ERROR_ROUTES = HTTP_WORKFLOW.error_routes
 PROXY_ALLOWED = PROXY_WORKFLOW.allowed
@@ -252,10 +248,6 @@ def draw(engine: str = "mermaid", workflow: str = "http") -> Any:
     return graph.draw(None) if engine == "mermaid" else graph
 
 
-class WorkflowLoop(WorkflowError):
-    """A request made more state moves than ``Limits.max_hops`` allows."""
-
-
 class ListenerToken:
     """Names the event of one state, as in ``http_workflow.on_auth``."""
 
@@ -269,23 +261,63 @@ class ListenerToken:
 
 
 class _Tokens:
-    """The tokens of a workflow's events: ``<name>_workflow.on_<state>`` for every state."""
+    """The tokens of a workflow's events: ``<name>_workflow.on_<state>`` for every state.
+
+    Subclasses declare each token as an annotation, so a type checker catches a typo
+    (``http_workflow.on_auht``); at import the annotations are checked against the
+    workflow's states, so the two cannot drift apart.
+    """
 
     def __init__(self, workflow: Workflow) -> None:
         self.states = workflow.states
         self._name = workflow.name
+        declared = {name for name in type(self).__annotations__ if name.startswith("on_")}
+        wanted = {f"on_{state}" for state in workflow.states}
+        if declared != wanted:
+            raise ConfigurationError(
+                f"{type(self).__name__} declares {sorted(declared ^ wanted)} wrongly"
+            )
         for state in workflow.states:
             setattr(self, f"on_{state}", ListenerToken(state))
 
-    def __getattr__(self, name: str) -> ListenerToken:
-        # Only reached for unknown names: the known tokens are instance attributes.
-        raise AttributeError(
-            f"{self._name}_workflow has no event {name!r}; states are {self.states}"
-        )
+    if not TYPE_CHECKING:  # at run time, a helpful error; to a type checker, no such names
+
+        def __getattr__(self, name: str) -> ListenerToken:
+            # Only reached for unknown names: the known tokens are instance attributes.
+            raise AttributeError(
+                f"{self._name}_workflow has no event {name!r}; states are {self.states}"
+            )
 
 
-http_workflow: Any = _Tokens(HTTP_WORKFLOW)
-proxy_workflow: Any = _Tokens(PROXY_WORKFLOW)
+class HttpWorkflowEvents(_Tokens):
+    """``http_workflow``: the tokens of the request workflow's states."""
+
+    on_request: ListenerToken
+    on_route: ListenerToken
+    on_route_not_found: ListenerToken
+    on_method_not_allowed: ListenerToken
+    on_auth: ListenerToken
+    on_resolve_parameters: ListenerToken
+    on_controller: ListenerToken
+    on_access_denied: ListenerToken
+    on_parameters_failed: ListenerToken
+    on_controller_error: ListenerToken
+    on_response: ListenerToken
+
+
+class ProxyWorkflowEvents(_Tokens):
+    """``proxy_workflow``: the tokens of the proxy transaction's states."""
+
+    on_transaction_started: ListenerToken
+    on_filter_request: ListenerToken
+    on_forward: ListenerToken
+    on_upstream_error: ListenerToken
+    on_filter_response: ListenerToken
+    on_transaction_ended: ListenerToken
+
+
+http_workflow = HttpWorkflowEvents(HTTP_WORKFLOW)
+proxy_workflow = ProxyWorkflowEvents(PROXY_WORKFLOW)
 
 
 def state_name(token: ListenerToken | str) -> str:
