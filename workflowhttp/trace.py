@@ -21,7 +21,6 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .events import Listener, Registration
-from .kernel import kernel_listeners
 from .workflow import RESPONSE, WORKFLOWS
 
 if TYPE_CHECKING:
@@ -178,13 +177,7 @@ def listener_name(listener: Any) -> str:
 
 def _registrations(app: App) -> list[Registration]:
     """The app's registrations, the kernel's included, as ``App._compile`` orders them."""
-    kernel = [
-        Registration(state, priority, -1_000_000 + index, function)
-        for index, (state, priority, function) in enumerate(
-            (*kernel_listeners(middleware=not app.middlewares.empty), *app._extension_kernel)
-        )
-    ]
-    return sorted(kernel + app._registrations, key=lambda r: (r.priority, r.sequence))
+    return sorted(app._kernel + app._registrations, key=lambda r: (r.priority, r.sequence))
 
 
 def listener_table(app: App, *, own: bool = False) -> dict[str, list[tuple[int | None, Listener]]]:

@@ -62,8 +62,7 @@ from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigurationError
-from ..kernel import run_global_middlewares, run_route_middlewares
-from ..middleware import run_outgoing
+from ..middleware.runners import middleware_step
 from ..numbers import parse_int
 from .events import (
     ListenerFailed,
@@ -512,12 +511,7 @@ def _listener_name(listener: Any, error: BaseException, event: HttpEvent | None)
     (:func:`workflowhttp.middleware.run_incoming`). Each failure is looked up by its own
     error, so an incoming and an outgoing step that both raised are both named.
     """
-    if listener is run_global_middlewares or listener is run_route_middlewares:
-        step = "incoming"
-    elif listener is run_outgoing:
-        step = "outgoing"
-    else:
-        step = ""
+    step = middleware_step(listener)
     noted = None if event is None else event._middleware_failures
     if step and noted:
         wanted = id(error)
