@@ -28,12 +28,13 @@ from .limits import Limits
 from .middleware import MiddlewareSet
 from .openapi import OpenAPI, describe
 from .request import Request
-from .responses import Response, close_body, close_unsent, prepare, status_of
+from .responses import Response, status_of
 from .routing import Route, Router
 from .routing.controllers import ControllerCompiler
 from .settings import check_priority
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
+from .wsgi import close_body, close_unsent, prepare
 
 __all__ = ["App"]
 
