@@ -23,10 +23,11 @@ from .events import (
     marked_listeners,
 )
 from .extensions import is_extension
-from .kernel import error_response, kernel_listeners, request_checks
+from .kernel import error_response, kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
 from .openapi import OpenAPI, describe
+from .reading import request_checks
 from .request import Request
 from .responses import Response, status_of
 from .routing import Route, Router

@@ -45,7 +45,7 @@ from werkzeug.sansio.http import parse_cookie
 
 from .errors import BadRequest, ConfigurationError, ParametersFailed, UnsupportedMediaType
 from .numbers import MAX_DIGITS, parse_int
-from .request import check_json_depth, query_of, read_body
+from .reading import check_json_depth, query_of, read_body
 
 if TYPE_CHECKING:
     from .di import Container

@@ -27,7 +27,7 @@ from ..params import Body, Header, Query
 from ..proxy.headers import request_headers
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..proxy.upstreams import LazyClient
-from ..request import read_body
+from ..reading import read_body
 from ..responses import JSONResponse, status_of
 from ..routing import Route, Router, http
 from ..settings import check_positive_ints, check_positive_numbers

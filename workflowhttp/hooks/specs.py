@@ -27,7 +27,7 @@ from ..errors import ParametersFailed
 from ..numbers import parse_int
 from ..params import json_errors
 from ..proxy.headers import HOP_BY_HOP
-from ..request import check_json_depth
+from ..reading import check_json_depth
 
 __all__ = [
     "HOOK_METHODS",

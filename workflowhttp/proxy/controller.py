@@ -12,7 +12,7 @@ import urllib3
 from ..errors import BadRequest, ConfigurationError, PayloadTooLarge
 from ..events import HttpEvent
 from ..extensions import Extension
-from ..request import content_length
+from ..reading import content_length
 from ..responses import Response
 from ..routing import http, join_paths
 from ..settings import check_positive_ints, check_positive_numbers
