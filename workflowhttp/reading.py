@@ -7,10 +7,11 @@ for it. Whatever these readers consumed (the body), they leave readable for a ``
 later.
 
 This module owns what is read from the environ and the limits on it: :func:`request_checks`
-(run by the app before every walk), the one parser of ``Content-Length``
-(:func:`content_length`), the query checks and parser, the bounded body readers, the guard that
-makes the server's failures to read a 400 (:class:`ClientInput`), and the JSON depth scan. It
-imports :mod:`workflowhttp.errors`, :mod:`workflowhttp.numbers`,
+(run by the app before every walk), the one parser of ``Content-Length`` and the one check of
+a body's size (:func:`content_length`, :func:`check_size`), the one count of query and form
+fields against ``max_params`` (:func:`check_params`), the query parser, the bounded body
+readers, the guard that makes the server's failures to read a 400 (:class:`ClientInput`), and
+the JSON depth scan. It imports :mod:`workflowhttp.errors`, :mod:`workflowhttp.numbers`,
 :mod:`workflowhttp.routing.paths` and werkzeug's helpers; never :mod:`workflowhttp.request`
 (which imports it), the kernel or the app.
 """
@@ -45,10 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientInput",
     "check_json_depth",
+    "check_params",
     "check_query_string",
+    "check_size",
     "content_length",
+    "input_terminated",
     "parse_query",
-    "query_field_count",
     "query_of",
     "read_body",
     "read_to_end",
@@ -166,9 +169,18 @@ def content_length(environ: dict[str, Any], limit: int) -> int | None:
         length = parse_int(header.strip(" \t"), signed=False, max_digits=_LENGTH_DIGITS)
     except ValueError:
         raise BadRequest("Invalid Content-Length") from None
-    if length > limit:
-        raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+    check_size(length, limit)
     return length
+
+
+def check_size(size: int, limit: int, what: str = "Request body") -> None:
+    """Refuse a body (or a form) of ``size`` bytes, announced or read so far, past ``limit``.
+
+    Raises:
+        PayloadTooLarge: ``size`` is more than ``limit``.
+    """
+    if size > limit:
+        raise PayloadTooLarge(f"{what} larger than {limit} bytes")
 
 
 def check_query_string(query_string: str, max_params: int, max_length: int = 0) -> str:
@@ -195,15 +207,22 @@ def check_query_string(query_string: str, max_params: int, max_length: int = 0) 
             unquote_to_bytes(query_string).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("Invalid query string encoding") from None
-    if query_field_count(query_string) > max_params:
-        raise BadRequest(f"Too many parameters (at most {max_params})")
+    check_params(query_string, max_params)
     return query_string
 
 
-def query_field_count(query_string: str) -> int:
-    """Return how many fields ``query_string`` has, counted as ``parse_qsl``'s
-    ``max_num_fields`` counts them (one more than its ``&``), without parsing it."""
-    return query_string.count("&") + 1 if query_string else 0
+def check_params(query_string: str, max_params: int, form_fields: int = 0) -> None:
+    """Refuse more than ``max_params`` fields: the query's and the form's, counted together.
+
+    The query's fields are counted as ``parse_qsl``'s ``max_num_fields`` counts them (one more
+    than its ``&``), without parsing it.
+
+    Raises:
+        BadRequest: more than ``max_params`` fields.
+    """
+    fields = query_string.count("&") + 1 if query_string else 0
+    if fields + form_fields > max_params:
+        raise BadRequest(f"Too many parameters (at most {max_params})")
 
 
 # -- the lean readers --------------------------------------------------------------------------
@@ -226,8 +245,7 @@ def parse_query(query_string: str, max_params: int) -> dict[str, list[str]]:
             query_string = query_string.encode("latin-1").decode("utf-8")
         except UnicodeError:
             raise BadRequest("Invalid query string encoding") from None
-    if query_field_count(query_string) > max_params:  # an environ a listener changed
-        raise BadRequest(f"Too many parameters (at most {max_params})")
+    check_params(query_string, max_params)  # an environ a listener changed
     try:
         pairs = parse_qsl(query_string, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
@@ -324,9 +342,7 @@ def read_body(event: HttpEvent) -> bytes:
         body = _read_exactly(stream, length)
         if len(body) < length:
             raise BadRequest("Incomplete request body")
-    elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or environ.get(
-        "wsgi.input_terminated"
-    ):
+    elif input_terminated(environ):
         body = read_to_end(stream, limit)
     else:
         body = b""
@@ -334,6 +350,17 @@ def read_body(event: HttpEvent) -> bytes:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     return body
+
+
+def input_terminated(environ: dict[str, Any]) -> bool:
+    """Return whether a body without ``Content-Length`` is read until the input ends.
+
+    It is when it is chunked (the server decodes the chunks) or the server says its input
+    ends with the body (``wsgi.input_terminated``); otherwise there is no body to read.
+    """
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or bool(
+        environ.get("wsgi.input_terminated")
+    )
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:
@@ -361,8 +388,7 @@ def read_to_end(stream: Any, limit: int, what: str = "Request body") -> bytes:
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
-        if size > limit:  # SECURITY: stop reading a chunked body past the limit
-            raise PayloadTooLarge(f"{what} larger than {limit} bytes")
+        check_size(size, limit, what)  # SECURITY: stop reading a chunked body past the limit
         chunks.append(chunk)
 
 

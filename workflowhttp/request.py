@@ -7,7 +7,7 @@ full object only when someone asks for it.
 This module owns the werkzeug subclass and its private overrides of werkzeug's form parsing:
 the form parser bounding an urlencoded body by ``max_form_memory_size`` however it is framed,
 and the multipart parser counting parts and files as it decodes them. What both this and the
-lean readers need (the input guard, the bounded reader, the query's field count) is
+lean readers need (the input guard, the bounded reader, the size and field-count checks) is
 :mod:`workflowhttp.reading`'s, imported here; ``reading`` never imports this module.
 """
 
@@ -22,8 +22,8 @@ from werkzeug.sansio.multipart import File
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 
-from .errors import BadRequest, PayloadTooLarge
-from .reading import ClientInput, query_field_count, read_to_end
+from .errors import BadRequest
+from .reading import ClientInput, check_params, check_size, read_to_end
 
 if TYPE_CHECKING:
     from .limits import Limits
@@ -84,8 +84,8 @@ class _FormDataParser(FormDataParser):
         # body (no Content-Length) was read to max_content_length whatever its size.
         limit = self.max_form_memory_size
         if limit is not None:
-            if content_length is not None and content_length > limit:
-                raise PayloadTooLarge(f"Form data larger than {limit} bytes")
+            if content_length is not None:
+                check_size(content_length, limit, "Form data")
             data = read_to_end(stream, limit, "Form data")
             stream, content_length = io.BytesIO(data), len(data)
         return super()._parse_urlencoded(stream, mimetype, content_length, options)
@@ -150,9 +150,7 @@ class Request(_WerkzeugRequest):
         # SECURITY: werkzeug bounds the body's size; this bounds the fields the app is handed,
         # the query's and the form's together (8 + 8 fields do not pass a limit of 10).
         fields = sum(len(values) for _, values in self.form.lists())
-        fields += query_field_count(self.environ.get("QUERY_STRING", ""))
-        if fields > self.max_params:
-            raise BadRequest(f"Too many parameters (at most {self.max_params})")
+        check_params(self.environ.get("QUERY_STRING", ""), self.max_params, fields)
 
 
 # werkzeug's own (uncached) getter of Request.stream, which Request.stream wraps.

@@ -9,10 +9,10 @@ from urllib.parse import quote
 
 import urllib3
 
-from ..errors import BadRequest, ConfigurationError, PayloadTooLarge
+from ..errors import BadRequest, ConfigurationError
 from ..events import HttpEvent
 from ..extensions import Extension
-from ..reading import content_length
+from ..reading import check_size, content_length, input_terminated
 from ..responses import Response
 from ..routing import http, join_paths
 from ..settings import check_positive_ints, check_positive_numbers
@@ -210,9 +210,7 @@ def _request_body(event: HttpEvent) -> tuple[Any, int | None]:
         if length == 0:
             return None, 0
         return _read_exactly(stream, length), length
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or environ.get(
-        "wsgi.input_terminated"
-    ):
+    if input_terminated(environ):
         return _read_to_end(stream, limit), None
     return None, None
 
@@ -234,8 +232,7 @@ def _read_to_end(stream: Any, limit: int) -> Iterator[bytes]:
         if not chunk:
             return
         size += len(chunk)
-        if size > limit:  # SECURITY: a chunked body is bounded like any other
-            raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+        check_size(size, limit)  # SECURITY: a chunked body is bounded like any other
         yield chunk
 
 
