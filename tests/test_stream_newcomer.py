@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-import workflowhttp.stream as stream_module
+import workflowhttp.stream.trail as stream_module
 from workflowhttp import App, HttpEvent, Response, http
 from workflowhttp.stream import (
     ListenerFailed,
