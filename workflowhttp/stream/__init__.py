@@ -69,6 +69,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigurationError
+from ..settings import check_positive_ints
 from .body import _CountedBody
 from .events import (
     ListenerFailed,
@@ -144,9 +145,7 @@ class Stream(_Shards, _RequestIds):
     ) -> None:
         if not callable(processor):
             raise ConfigurationError(f"Stream needs a processor factory, not {processor!r}")
-        for name, value in (("shards", shards), ("queue_size", queue_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"Stream {name} must be a positive int, not {value!r}")
+        check_positive_ints("Stream", shards=shards, queue_size=queue_size)
         _Shards.__init__(self, processor, shards, queue_size, drain_timeout)
         _RequestIds.__init__(self)
         self.trust_request_id = trust_request_id
