@@ -23,7 +23,8 @@ from .events import (
     marked_listeners,
 )
 from .extensions import is_extension
-from .kernel import error_response, kernel_listeners
+from .error_responses import error_response
+from .kernel import kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
 from .openapi import OpenAPI, describe
@@ -295,14 +296,16 @@ class App:
     def _compile(self) -> None:
         # The kernel's listeners come first among equal priorities; the middleware runners
         # are among them only when the app has middlewares.
-        kernel = [
+        kernel = (
+            *kernel_listeners(self.router, self.middlewares, debug=self.debug),
+            *self._extension_kernel,
+        )
+        self._kernel = [
             Registration(state, priority, -1_000_000 + index, function)
-            for index, (state, priority, function) in enumerate(
-                (*kernel_listeners(middleware=not self.middlewares.empty), *self._extension_kernel)
-            )
+            for index, (state, priority, function) in enumerate(kernel)
         ]
         # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
-        self._listeners = compile_listeners(kernel + self._registrations)
+        self._listeners = compile_listeners(self._kernel + self._registrations)
 
     def _add_listener_object(self, item: Any) -> None:
         """Register a listener class, object or marked function: all its listeners, or none."""

@@ -22,14 +22,14 @@ from ..errors import (
 )
 from ..events import HttpEvent
 from ..extensions import Extension
-from ..kernel import loggable
+from ..error_responses import loggable
 from ..params import Body, Header, Query
 from ..proxy.headers import request_headers
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..proxy.upstreams import LazyClient
 from ..reading import read_body
 from ..responses import JSONResponse, status_of
-from ..routing import Route, Router, http
+from ..routing import Match, Route, Router, http
 from ..settings import check_positive_ints, check_positive_numbers
 from ..stream.events import HooksChanged
 from ..workflow import CONTROLLER, METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
@@ -219,15 +219,16 @@ class Hooks(Extension):
             # Registration requests are the hooks' own routes, whatever the app's routes
             # (a catch-all never shadows them), and are never hooked themselves.
             path = self._registration.request_path(environ)
-            route, found = self._registration.match(environ["REQUEST_METHOD"], path)
-            if route is not None:
-                event.route_found(route, found)
+            found = self._registration.match(environ["REQUEST_METHOD"], path)
+            if isinstance(found, Match):
+                event.route_found(found.route, found.params)
                 return
+            allowed = found.allowed
             if "/_hooks/" in path + "/" and (path + "/").startswith(self.root):
                 # The registration namespace: what is no registration route there is refused,
                 # never served by a catch-all or forwarded by a hook of the resource.
-                if found:
-                    event.allowed_methods = found
+                if allowed:
+                    event.allowed_methods = allowed
                     event.next(METHOD_NOT_ALLOWED)
                 else:
                     event.next(ROUTE_NOT_FOUND)

@@ -45,11 +45,8 @@ from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.wrappers import Response as WerkzeugResponse
-
 from ..errors import ConfigurationError
 from ..events import check_listener, check_signature, lazy_method
-from ..responses import Response
 from ..settings import check_priority
 
 if TYPE_CHECKING:
@@ -279,73 +276,3 @@ def _class_step(cls: type, instance: Callable[[], Any], name: str) -> Step | Non
 def _name(target: Any) -> str:
     cls = target if isinstance(target, type) else type(target)
     return cls.__qualname__
-
-
-# -- running the chain (kernel listeners) ----------------------------------------------------
-
-
-def run_incoming(event: HttpEvent, chain: tuple[CompiledMiddleware, ...]) -> None:
-    """Run ``chain``'s incoming steps until one answers or schedules a state."""
-    ran = event._middlewares
-    if ran is None:
-        ran = event._middlewares = []
-    for middleware in chain:
-        ran.append(middleware)
-        incoming = middleware.incoming
-        if incoming is None:
-            continue
-        try:
-            result = incoming(event)
-            if result is not None:
-                event.send(_response(result, middleware, "incoming", "to answer"))
-                return
-        except Exception as ex:
-            _record_failure(event, ex, middleware, "incoming")
-            raise
-        if event._next is not None:
-            return
-
-
-def run_outgoing(event: HttpEvent) -> None:
-    """Run the outgoing steps of every middleware reached, in reverse order."""
-    ran = event._middlewares
-    if not ran:
-        return
-    for middleware in reversed(ran):
-        outgoing = middleware.outgoing
-        if outgoing is None:
-            continue
-        try:
-            result = outgoing(event)
-            if result is not None:
-                event.response = _response(result, middleware, "outgoing", "to replace")
-        except Exception as ex:
-            _record_failure(event, ex, middleware, "outgoing")
-            raise
-
-
-def _record_failure(
-    event: HttpEvent, error: Exception, middleware: CompiledMiddleware, step: str
-) -> None:
-    """Note on ``event`` which step raised ``error``: the walker sees the kernel listener that
-    runs the chain raise, and the event stream names the step instead (``"Audit.incoming"``).
-
-    The error is noted by its ``id()``, which keeps neither it nor its traceback alive; the
-    stream looks it up while the walker's trace still holds it.
-    """
-    failures = event._middleware_failures
-    if failures is None:
-        failures = event._middleware_failures = []
-    failures.append((id(error), f"{middleware.name}.{step}"))
-
-
-def _response(
-    result: Any, middleware: CompiledMiddleware, step: str, purpose: str
-) -> Response | WerkzeugResponse:
-    """Return ``result`` if it is a response; else raise the clear configuration error."""
-    if not isinstance(result, (Response, WerkzeugResponse)):
-        raise ConfigurationError(
-            f"middleware {middleware.name}.{step} returned a {type(result).__qualname__}; "
-            f"return a Response {purpose}, or None"
-        )
-    return result
