@@ -36,6 +36,7 @@ PAGES = (
     "openapi.md",
     "trace.md",
     "testing.md",
+    "architecture.md",
 )
 FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 
