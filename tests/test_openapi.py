@@ -185,7 +185,9 @@ def test_a_plan_says_what_each_resolver_reads() -> None:
         ParameterInfo("key", "header", "X-Key", str, "none", False),
         ParameterInfo("session", "cookie", "session", str | None, None, False),
     )
-    assert [info.argument for info in route.plan.parameters] == list(route.plan.names)
+    assert [info.argument for info in route.plan.parameters] == [
+        name for name, _ in route.plan.resolvers
+    ]
 
 
 def test_injected_and_kwargs_parameters_are_described() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from workflowhttp import App, ConfigurationError, HttpEvent, Route, http, http_workflow
-from workflowhttp.testing import TestClient
 from workflowhttp.routing import Miss
+from workflowhttp.testing import TestClient
 
 ALL_VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 

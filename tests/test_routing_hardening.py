@@ -17,8 +17,8 @@ import pytest
 import workflowhttp.routing.router as router_module
 from tests.hardening import LARGE, SMALL, assert_linear, call
 from workflowhttp import App, ConfigurationError, HttpEvent, Route, http, http_workflow
-from workflowhttp.testing import TestClient
 from workflowhttp.routing import Match
+from workflowhttp.testing import TestClient
 
 # -- item 2: several parameters in one segment -------------------------------------------------
 

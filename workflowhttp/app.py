@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .di import TEARDOWNS, Container, Teardown, run_teardowns
+from .error_responses import error_response
 from .errors import ConfigurationError
 from .events import (
     HttpEvent,
@@ -23,7 +24,6 @@ from .events import (
     marked_listeners,
 )
 from .extensions import is_extension
-from .error_responses import error_response
 from .kernel import kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
@@ -100,7 +100,7 @@ class App:
             raise ConfigurationError("trusted_hosts is a list of host names, not one string")
         self.trusted_hosts = _trusted_hosts(trusted_hosts)
         self._forwarded = _proxy_fix(proxy_hops)
-        self.debug = debug
+        self._debug = debug
         self.limits = limits or Limits()
         self.request_class = Request.with_limits(self.limits)
         self._check_request = request_checks(self.limits, self.trusted_hosts)
@@ -206,7 +206,7 @@ class App:
         if event.error is not error:
             event.error = error
             event.error_state = event.state
-        return error_response(error, event, debug=self.debug)
+        return error_response(error, event, debug=self._debug)
 
     # -- the worker's lifecycle ----------------------------------------------------------------
 
@@ -223,6 +223,20 @@ class App:
         ``stop(app)``, in reverse order, once."""
         self.container.close()
         self._lifecycle.stop()
+
+    @property
+    def debug(self) -> bool:
+        """Whether 500 responses show the traceback (never in production).
+
+        Setting it recompiles the kernel's listeners, which hold it (``workflowhttp dev
+        --debug`` sets it on a built app).
+        """
+        return self._debug
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        self._debug = bool(value)
+        self._compile()
 
     @property
     def trusts_forwarded(self) -> bool:
@@ -297,7 +311,7 @@ class App:
         # The kernel's listeners come first among equal priorities; the middleware runners
         # are among them only when the app has middlewares.
         kernel = (
-            *kernel_listeners(self.router, self.middlewares, debug=self.debug),
+            *kernel_listeners(self.router, self.middlewares, debug=self._debug),
             *self._extension_kernel,
         )
         self._kernel = [

@@ -139,7 +139,7 @@ class ParameterPlan:
     order.
     """
 
-    __slots__ = ("resolvers", "names", "parameters")
+    __slots__ = ("resolvers", "parameters")
 
     def __init__(
         self,
@@ -147,7 +147,6 @@ class ParameterPlan:
         parameters: tuple[ParameterInfo, ...] = (),
     ) -> None:
         self.resolvers = tuple(resolvers)
-        self.names = tuple(name for name, _ in resolvers)
         self.parameters = parameters
 
     def resolve(self, event: HttpEvent) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import msgspec
 import urllib3
 from werkzeug.datastructures import Headers
 
+from ..error_responses import loggable
 from ..errors import (
     ConfigurationError,
     NotFound,
@@ -22,7 +23,6 @@ from ..errors import (
 )
 from ..events import HttpEvent
 from ..extensions import Extension
-from ..error_responses import loggable
 from ..params import Body, Header, Query
 from ..proxy.headers import request_headers
 from ..proxy.kernel import KERNEL as PROXY_KERNEL
