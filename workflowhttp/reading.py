@@ -287,28 +287,13 @@ class ClientInput:
         self._stream = stream
 
     def read(self, *args: Any) -> bytes:
-        try:
-            return self._stream.read(*args)  # type: ignore[no-any-return]
-        except (HTTPError, HTTPException):
-            raise
-        except Exception as ex:
-            raise _unreadable() from ex
+        return _client_read(self._stream.read, args)  # type: ignore[no-any-return]
 
     def readline(self, *args: Any) -> bytes:
-        try:
-            return self._stream.readline(*args)  # type: ignore[no-any-return]
-        except (HTTPError, HTTPException):
-            raise
-        except Exception as ex:
-            raise _unreadable() from ex
+        return _client_read(self._stream.readline, args)  # type: ignore[no-any-return]
 
     def readlines(self, *args: Any) -> list[bytes]:
-        try:
-            return self._stream.readlines(*args)  # type: ignore[no-any-return]
-        except (HTTPError, HTTPException):
-            raise
-        except Exception as ex:
-            raise _unreadable() from ex
+        return _client_read(self._stream.readlines, args)  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -319,6 +304,16 @@ class ClientInput:
 
     def __getattr__(self, name: str) -> Any:  # close(), seekable(), ...: the stream's own
         return getattr(self._stream, name)
+
+
+def _client_read(method: Any, args: tuple[Any, ...]) -> Any:
+    """Call one of the server stream's read methods; what it raises is the client's: 400."""
+    try:
+        return method(*args)
+    except (HTTPError, HTTPException):
+        raise
+    except Exception as ex:
+        raise _unreadable() from ex
 
 
 def _unreadable() -> BadRequest:

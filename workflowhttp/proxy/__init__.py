@@ -19,24 +19,8 @@ See ``docs/proxy.md``.
 from __future__ import annotations
 
 from ..workflow import PROXY_WORKFLOW, proxy_workflow
+from . import events
 from .controller import Proxy
-from .events import (
-    Outgoing,
-    ProxyEvent,
-    Transaction,
-    TransactionEnded,
-    TransactionStarted,
-    UpstreamResponse,
-)
+from .events import *  # noqa: F403 (the proxy's event types, as events.__all__ lists them)
 
-__all__ = [
-    "PROXY_WORKFLOW",
-    "Outgoing",
-    "Proxy",
-    "ProxyEvent",
-    "Transaction",
-    "TransactionEnded",
-    "TransactionStarted",
-    "UpstreamResponse",
-    "proxy_workflow",
-]
+__all__ = ["PROXY_WORKFLOW", "Proxy", "proxy_workflow", *events.__all__]

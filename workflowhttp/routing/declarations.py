@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigurationError
 from .paths import ANY
@@ -220,33 +220,33 @@ class Mount:
         return f"<Mount {self.prefix!r}{named}: {len(self.controllers)} controllers>"
 
 
+class _RouteDecorator(Protocol):
+    def __call__(self, path: str = "/") -> RouteSpec: ...
+
+
+def _method_route(method: str) -> _RouteDecorator:
+    """Return the decorator ``http.<METHOD>(path="/")``: a route answering ``method``."""
+
+    def route(path: str = "/") -> RouteSpec:
+        return RouteSpec(path, (method,))
+
+    route.__name__ = route.__qualname__ = "ANY" if method == ANY else method
+    route.__doc__ = f"Declare a {route.__name__} route at ``path`` (default ``/``)."
+    return route
+
+
 class _Http:
     """The route decorators: ``http.GET(path)``, ..., ``http.controller(base)`` and
     ``http.mount(prefix, controllers)``."""
 
-    def GET(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("GET",))
-
-    def HEAD(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("HEAD",))
-
-    def POST(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("POST",))
-
-    def PUT(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("PUT",))
-
-    def PATCH(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("PATCH",))
-
-    def DELETE(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("DELETE",))
-
-    def OPTIONS(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, ("OPTIONS",))
-
-    def ANY(self, path: str = "/") -> RouteSpec:  # noqa: N802
-        return RouteSpec(path, (ANY,))
+    GET = staticmethod(_method_route("GET"))
+    HEAD = staticmethod(_method_route("HEAD"))
+    POST = staticmethod(_method_route("POST"))
+    PUT = staticmethod(_method_route("PUT"))
+    PATCH = staticmethod(_method_route("PATCH"))
+    DELETE = staticmethod(_method_route("DELETE"))
+    OPTIONS = staticmethod(_method_route("OPTIONS"))
+    ANY = staticmethod(_method_route(ANY))
 
     def controller(self, base: Any = "") -> Any:
         """Mark a class as a controller, with an optional base path.

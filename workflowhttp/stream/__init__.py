@@ -70,16 +70,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigurationError
 from ..settings import check_positive_ints
+from . import events
 from .body import _CountedBody
-from .events import (
-    ListenerFailed,
-    RequestFailed,
-    RequestFinished,
-    RequestStarted,
-    StateEntered,
-    StreamEvent,
-    Traffic,
-)
+from .events import *  # noqa: F403 (the typed events, as events.__all__ lists them)
+from .events import StreamEvent
 from .ids import _HEADER, _RequestIds
 from .shards import _Shards
 from .trail import _free_failures, _Trail, _trail_event_types
@@ -87,17 +81,7 @@ from .trail import _free_failures, _Trail, _trail_event_types
 if TYPE_CHECKING:
     from ..events import HttpEvent
 
-__all__ = [
-    "ListenerFailed",
-    "Processor",
-    "RequestFailed",
-    "RequestFinished",
-    "RequestStarted",
-    "StateEntered",
-    "Stream",
-    "StreamEvent",
-    "Traffic",
-]
+__all__ = ["Processor", "Stream", *events.__all__]
 
 _Headers = tuple[tuple[str, str], ...]
 
