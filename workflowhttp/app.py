@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .di import TEARDOWNS, Container, Teardown, run_teardowns
+from .di import TEARDOWNS, Container
 from .error_responses import error_response
 from .errors import ConfigurationError
 from .events import (
@@ -23,7 +21,7 @@ from .events import (
     marked_class_listeners,
     marked_listeners,
 )
-from .extensions import is_extension
+from .extensions import Lifecycle, is_extension
 from .kernel import kernel_listeners
 from .limits import Limits
 from .middleware import MiddlewareSet
@@ -36,11 +34,9 @@ from .routing.controllers import ControllerCompiler
 from .settings import check_priority
 from .stream import Stream
 from .workflow import ListenerToken, state_name, walk
-from .wsgi import close_body, close_unsent, prepare
+from .wsgi import ClosingBody, close_body, close_unsent, prepare
 
 __all__ = ["App"]
-
-logger = logging.getLogger("workflowhttp")
 
 StartResponse = Callable[..., Any]
 
@@ -130,7 +126,7 @@ class App:
         self._registrations: list[Registration] = []  # the users'; the kernel's are added
         self._extension_kernel = _extension_kernel(self.extensions)
         self._listeners: dict[str, tuple[Listener, ...]] = {}
-        self._lifecycle = _Lifecycle(self)
+        self._lifecycle = Lifecycle(self)
         for extension in self.extensions:
             for controller in getattr(extension, "controllers", ()):
                 self._add_controller(controller)
@@ -187,7 +183,7 @@ class App:
                 # Uploaded files are spooled to temporary files, generator services wait for
                 # their teardown: both when the server closes the body (after a streamed body
                 # has been sent, too).
-                body = _ClosingBody(body, event._request, teardowns, event.error)
+                body = ClosingBody(body, event._request, teardowns, event.error)
         try:
             start_response(status_line, headers)
         except BaseException:
@@ -360,84 +356,6 @@ def _extension_kernel(extensions: tuple[Any, ...]) -> list[tuple[str, int, Any]]
         for state, priority, function in getattr(extension, "kernel", ()):
             found.setdefault((state_name(state), function), (state, priority, function))
     return list(found.values())
-
-
-class _Lifecycle:
-    """Runs the extensions' ``start``/``stop`` once each, thread-safely."""
-
-    __slots__ = ("app", "started", "_stopped", "_lock", "_running")
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.started = not any(hasattr(ext, "start") for ext in app.extensions)
-        self._stopped = False
-        self._lock = threading.Lock()
-        self._running: list[Any] = []
-
-    def start(self) -> None:
-        with self._lock:
-            if self._running or (self.started and not self.app.extensions):
-                self.started = True
-                return
-            for extension in self.app.extensions:
-                start = getattr(extension, "start", None)
-                if start is not None:
-                    start(self.app)  # a failure fails the start: the worker must not serve
-                self._running.append(extension)
-            self.started = True
-            self._stopped = False
-
-    def stop(self) -> None:
-        with self._lock:
-            running, self._running = self._running, []
-            for extension in reversed(running):
-                stop = getattr(extension, "stop", None)
-                if stop is None:
-                    continue
-                try:
-                    stop(self.app)
-                except Exception:
-                    logger.exception("extension %r failed to stop", extension)
-            self._stopped = True
-            self.started = not self.app.extensions
-
-
-class _ClosingBody:
-    """The body handed to the server: closing it closes the body, then runs the teardowns of
-    the request's generator services (newest first, ``error`` thrown in when the request
-    failed), then closes the request's files.
-
-    Unlike werkzeug's ``ClosingIterator``, the rest still happens when closing the body
-    raises (a generator's ``finally`` that fails).
-    """
-
-    __slots__ = ("_body", "_request", "_teardowns", "_error")
-
-    def __init__(
-        self,
-        body: Iterable[bytes],
-        request: Request | None,
-        teardowns: list[Teardown] | None,
-        error: BaseException | None,
-    ) -> None:
-        self._body = body
-        self._request = request
-        self._teardowns = teardowns
-        self._error = error
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        try:
-            close_body(self._body)
-        finally:
-            try:
-                if self._teardowns:
-                    run_teardowns(self._teardowns, self._error)
-            finally:
-                if self._request is not None:
-                    self._request.close()
 
 
 def _drop_tracebacks(error: BaseException, trace: list[Any] | None) -> None:

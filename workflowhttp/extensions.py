@@ -25,13 +25,17 @@ A :class:`~workflowhttp.proxy.Proxy` is an extension; it may also be given in
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Extension"]
+__all__ = ["Extension", "Lifecycle", "is_extension"]
+
+logger = logging.getLogger("workflowhttp")
 
 
 class Extension:
@@ -53,3 +57,43 @@ class Extension:
 def is_extension(item: Any) -> bool:
     """Return whether ``item`` is an extension instance (rather than a controller)."""
     return isinstance(item, Extension)
+
+
+class Lifecycle:
+    """Runs the extensions' ``start``/``stop`` once each, thread-safely."""
+
+    __slots__ = ("app", "started", "_stopped", "_lock", "_running")
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.started = not any(hasattr(ext, "start") for ext in app.extensions)
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._running: list[Any] = []
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running or (self.started and not self.app.extensions):
+                self.started = True
+                return
+            for extension in self.app.extensions:
+                start = getattr(extension, "start", None)
+                if start is not None:
+                    start(self.app)  # a failure fails the start: the worker must not serve
+                self._running.append(extension)
+            self.started = True
+            self._stopped = False
+
+    def stop(self) -> None:
+        with self._lock:
+            running, self._running = self._running, []
+            for extension in reversed(running):
+                stop = getattr(extension, "stop", None)
+                if stop is None:
+                    continue
+                try:
+                    stop(self.app)
+                except Exception:
+                    logger.exception("extension %r failed to stop", extension)
+            self._stopped = True
+            self.started = not self.app.extensions

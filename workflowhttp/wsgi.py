@@ -23,14 +23,18 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from . import responses  # for responses.check_header: one check of a header, shared
+from .di import Teardown, run_teardowns
 from .responses import Response
 
-__all__ = ["Prepared", "close_body", "close_unsent", "prepare"]
+if TYPE_CHECKING:
+    from .request import Request
+
+__all__ = ["ClosingBody", "Prepared", "close_body", "close_unsent", "prepare"]
 
 logger = logging.getLogger("workflowhttp")
 
@@ -226,3 +230,41 @@ def _chunk_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, (bytes, bytearray, memoryview)):
         return bytes(chunk)
     raise TypeError(f"a streamed body yielded a {type(chunk).__qualname__}, not bytes or str")
+
+
+class ClosingBody:
+    """The body handed to the server: closing it closes the body, then runs the teardowns of
+    the request's generator services (newest first, ``error`` thrown in when the request
+    failed), then closes the request's files.
+
+    Unlike werkzeug's ``ClosingIterator``, the rest still happens when closing the body
+    raises (a generator's ``finally`` that fails).
+    """
+
+    __slots__ = ("_body", "_request", "_teardowns", "_error")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        request: Request | None,
+        teardowns: list[Teardown] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._body = body
+        self._request = request
+        self._teardowns = teardowns
+        self._error = error
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close_body(self._body)
+        finally:
+            try:
+                if self._teardowns:
+                    run_teardowns(self._teardowns, self._error)
+            finally:
+                if self._request is not None:
+                    self._request.close()
