@@ -17,7 +17,7 @@ import pytest
 import workflowhttp.routing.router as router_module
 from tests.hardening import LARGE, SMALL, assert_linear, call
 from workflowhttp import App, ConfigurationError, HttpEvent, Route, http, http_workflow
-from workflowhttp.routing import Match
+from workflowhttp.routing import Miss
 from workflowhttp.testing import TestClient
 
 # -- item 2: several parameters in one segment -------------------------------------------------
@@ -341,14 +341,14 @@ def test_the_straight_descent_to_a_path_parameter_agrees_with_the_search(path):
     app = App(controllers=[_rest_api, _rest_static, _rest_files])
     router: Router = app.router
     found = router.match("GET", router.request_path({"PATH_INFO": path}))
-    route = found.route if isinstance(found, Match) else None
+    route = None if isinstance(found, Miss) else found[0]
     captures: list[str] = []
     allowed: set[str] = set()
     segments = router.request_path({"PATH_INFO": path})[1:].split("/")
     expected = _search(router._root, segments, 0, "GET", captures, allowed)
     assert route is expected
-    if isinstance(found, Match):
-        assert found.params == dict(zip(route.param_names, captures, strict=True))
+    if not isinstance(found, Miss):
+        assert found[1] == dict(zip(route.param_names, captures, strict=True))
 
 
 @http.GET("/api/{rest:path}")

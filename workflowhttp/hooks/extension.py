@@ -29,7 +29,7 @@ from ..proxy.kernel import KERNEL as PROXY_KERNEL
 from ..proxy.upstreams import LazyClient
 from ..reading import read_body
 from ..responses import JSONResponse, status_of
-from ..routing import Match, Route, Router, http
+from ..routing import Miss, Route, Router, http
 from ..settings import check_positive_ints, check_positive_numbers
 from ..stream.events import HooksChanged
 from ..workflow import CONTROLLER, METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
@@ -220,8 +220,8 @@ class Hooks(Extension):
             # (a catch-all never shadows them), and are never hooked themselves.
             path = self._registration.request_path(environ)
             found = self._registration.match(environ["REQUEST_METHOD"], path)
-            if isinstance(found, Match):
-                event.route_found(found.route, found.params)
+            if not isinstance(found, Miss):
+                event.route_found(*found)
                 return
             allowed = found.allowed
             if "/_hooks/" in path + "/" and (path + "/").startswith(self.root):

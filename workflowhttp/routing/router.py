@@ -107,11 +107,13 @@ def _unbound(event: Any) -> Any:
     raise RuntimeError("route is not bound to an app")
 
 
-class Match(NamedTuple):
-    """What :meth:`Router.match` found: the route for the method, and its path parameters."""
+Match = tuple[Route, dict[str, str]]
+"""What :meth:`Router.match` returns on a hit: ``(route, params)``, the route for the method and
+its path parameters. Tell it from a :class:`Miss` with ``isinstance(found, Miss)``.
 
-    route: Route
-    params: dict[str, str]
+PERF: a plain pair, not a class: a ``NamedTuple`` would cost every matched request ~0.3 µs
+(its ``__new__`` is Python code), 5% of a hello-world request.
+"""
 
 
 class Miss(NamedTuple):
@@ -315,13 +317,13 @@ class Router:
         return path
 
     def match(self, method: str, path: str) -> Match | Miss:
-        """Return a :class:`Match` (the route and its path parameters), else a :class:`Miss`
-        (the methods the path allows: none when no route has the path)."""
+        """Return a :data:`Match`, ``(route, params)``: the route and its path parameters;
+        else a :class:`Miss` (the methods the path allows: none when no route has the path)."""
         leaf = self._static.get(path)
         if leaf is not None:
             route = _for_method(leaf, method)
             if route is not None:
-                return Match(route, {})
+                return route, {}
         segments = path[1:].split("/") if path != "/" else []
         # PERF: first the straight descent (static child, else the {name} child) that the
         # depth-first search would try first; when it ends on a route for the method, the
@@ -349,7 +351,7 @@ class Router:
                         if found is not None:
                             captures.append(found[1])
                             route = found[0]
-                            return Match(route, dict(zip(route.param_names, captures, strict=True)))
+                            return route, dict(zip(route.param_names, captures, strict=True))
                     break
                 if node.patterns or not plain or not segment or segment == "..":
                     break
@@ -360,15 +362,15 @@ class Router:
             if leaf is not None:
                 route = _for_method(leaf, method)
                 if route is not None:
-                    return Match(route, dict(zip(route.param_names, captures, strict=True)))
+                    return route, dict(zip(route.param_names, captures, strict=True))
         allowed: set[str] = set()
         captures = []
         route = _search(self._root, segments, 0, method, captures, allowed)
         if route is None:
             return Miss(_allow_header_methods(allowed)) if allowed else NO_ROUTE
         if not captures:
-            return Match(route, {})
-        return Match(route, dict(zip(route.param_names, captures, strict=True)))
+            return route, {}
+        return route, dict(zip(route.param_names, captures, strict=True))
 
     def url_for(self, name: str, /, **params: Any) -> str:
         """Build the path of the route named ``name`` (a mounted route's name carries its

@@ -70,7 +70,7 @@ def _listener_name(listener: Any, error: BaseException, event: HttpEvent | None)
     The kernel runs middleware steps inside its own listeners (the incoming chains in
     ``request`` and ``auth``, the outgoing one in ``response``): for those the name is the
     step that raised, ``"Audit.incoming"``, which the middleware runner noted on the event
-    (:func:`workflowhttp.middleware.run_incoming`). Each failure is looked up by its own
+    (:func:`workflowhttp.middleware.runners.run_incoming`). Each failure is looked up by its own
     error, so an incoming and an outgoing step that both raised are both named.
     """
     step = middleware_step(listener)
