@@ -112,15 +112,12 @@ class Hooks(Extension):
             self.allowed = AllowedDestinations(allowed_destinations)
         except ValueError as ex:
             raise ConfigurationError(str(ex)) from None
+        # Durations in seconds: the registry's, then the deliverer's.
         check_positive_numbers(
-            "hooks",
-            poll_interval=poll_interval,
-            reload_interval=reload_interval,
-            sweep_interval=sweep_interval,
-            lease=lease,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
+            "hooks", poll_interval=poll_interval, reload_interval=reload_interval
         )
+        check_positive_numbers("hooks", sweep_interval=sweep_interval, lease=lease)
+        check_positive_numbers("hooks", retry_delay=retry_delay, max_retry_delay=max_retry_delay)
         self.root = root.rstrip("/") + "/"
         self.storage = open_storage(storage)
         self.pool_size = pool_size
