@@ -541,3 +541,18 @@ def test_a_valid_app_with_services_everywhere_is_built_and_serves():
         providers=[Provided, Repository],
     )
     assert TestClient(app).get("/repo/3").json == {"id": 3, "same": True}
+
+
+def test_debug_set_on_a_built_app_shows_the_traceback_and_unset_hides_it():
+    @http.GET("/boom")
+    def boom() -> str:
+        raise RuntimeError("kaput")
+
+    app = App(controllers=[boom])
+    client = TestClient(app)
+    assert client.get("/boom").json == {"message": "Internal Server Error"}
+    app.debug = True  # as `workflowhttp dev --debug` does, after the app is built
+    shown = client.get("/boom").json
+    assert shown["error"] == "RuntimeError: kaput" and shown["traceback"]
+    app.debug = False
+    assert client.get("/boom").json == {"message": "Internal Server Error"}
