@@ -111,13 +111,17 @@ class RawDestination:
         return list(self.requests)
 
 
+def listen(client: TestClient, destination: str) -> None:
+    """Register the listener hook ``x`` on ``/data`` with ``destination``."""
+    registered = client.put("/data/_hooks/listeners/http/x", json={"destination": destination})
+    assert registered.status_code == 200, registered.text
+
+
 def test_copies_to_one_destination_share_a_kept_alive_connection(tmp_path: Path) -> None:
     with raw_destination(close_after_answer=False) as destination:
         app, _ = hooked(tmp_path, destination.url)
         with TestClient(app) as client:
-            listener = {"destination": destination.url}
-            registered = client.put("/data/_hooks/listeners/http/x", json=listener)
-            assert registered.status_code == 200, registered.text
+            listen(client, destination.url)
             for n in range(5):
                 assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
             seen = destination.wait_for(5)
@@ -129,9 +133,7 @@ def test_a_connection_the_destination_closed_is_replaced_without_a_retry(tmp_pat
     with raw_destination(close_after_answer=True) as destination:
         app, _ = hooked(tmp_path, destination.url)
         with TestClient(app) as client:
-            listener = {"destination": destination.url}
-            registered = client.put("/data/_hooks/listeners/http/x", json=listener)
-            assert registered.status_code == 200, registered.text
+            listen(client, destination.url)
             for n in range(3):
                 assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
                 destination.wait_for(n + 1)
