@@ -185,33 +185,36 @@ def test_a_foreign_row_in_the_sqlite_file_is_skipped_and_logged(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def test_the_first_poll_reports_a_change_made_since_the_load(tmp_path: Path) -> None:
-    # A worker loads its index, then polls; another process's write in between must not wait
-    # for the next full reload.
+@contextmanager
+def two_handles(tmp_path: Path) -> Iterator[tuple[SQLiteStorage, SQLiteStorage]]:
+    """Two open handles on one SQLite file, as two workers have: a follower and a writer."""
     url = f"sqlite:///{tmp_path}/hooks.sqlite3"
     follower, writer = SQLiteStorage(url), SQLiteStorage(url)
     follower.open()
     writer.open()
     try:
+        yield follower, writer
+    finally:
+        follower.close()
+        writer.close()
+
+
+def test_the_first_poll_reports_a_change_made_since_the_load(tmp_path: Path) -> None:
+    # A worker loads its index, then polls; another process's write in between must not wait
+    # for the next full reload.
+    with two_handles(tmp_path) as (follower, writer):
         assert follower.records() == []  # the load
         writer.put(Record("route", "/data", "", json.dumps({"destination": "/x"}).encode(), None))
         assert follower.wait_for_change(0.01) is True  # the first poll
         assert follower.wait_for_change(0.01) is False  # nothing since
         writer.delete("route", "/data", "")
         assert follower.wait_for_change(0.01) is True
-    finally:
-        follower.close()
-        writer.close()
 
 
 def test_copies_queued_by_another_worker_are_no_change_to_the_hooks(tmp_path: Path) -> None:
     # Under load every request to a hooked resource commits a copy: the other workers must not
     # reload their index for each (PRAGMA data_version counts every commit).
-    url = f"sqlite:///{tmp_path}/hooks.sqlite3"
-    follower, writer = SQLiteStorage(url), SQLiteStorage(url)
-    follower.open()
-    writer.open()
-    try:
+    with two_handles(tmp_path) as (follower, writer):
         assert follower.wait_for_change(0.01) is True  # the first poll
         writer.enqueue([Entry("listener-hook-x", b"copy")])
         assert follower.wait_for_change(0.01) is False
@@ -220,6 +223,3 @@ def test_copies_queued_by_another_worker_are_no_change_to_the_hooks(tmp_path: Pa
         assert follower.wait_for_change(0.01) is True
         writer.sweep()
         assert follower.wait_for_change(0.01) is False  # nothing expired: nothing changed
-    finally:
-        follower.close()
-        writer.close()
