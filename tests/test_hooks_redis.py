@@ -22,7 +22,8 @@ import pytest
 
 from tests.redis_server import RedisServer, running
 from workflowhttp import App, http
-from workflowhttp.hooks import Hooks, Storage
+from workflowhttp.hooks import Hooks, Storage, StorageUnavailable
+from workflowhttp.hooks.redis import RedisStorage
 from workflowhttp.testing import TestClient
 
 PREFIX = "workflowhttp:hooks:"
@@ -408,3 +409,20 @@ def test_a_frozen_redis_answers_registrations_503_in_bounded_time(
         redis_server.thaw()
     eventually(lambda: register(client, "/more", "/target/m").status_code == 200, within=3.0)
     assert answered_by(client, "/more/x") == "m/x"
+
+
+def test_a_closed_storage_opens_no_connection_until_opened_again(
+    redis_server: RedisServer, store: Any
+) -> None:
+    """A thread still inside the storage when the app stops (the registry's, a delivery)
+    must not reconnect behind ``close``: that connection would outlive the app, unclosed."""
+    storage = RedisStorage(redis_server.url)
+    assert storage.records() == []
+    storage.close()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        storage.records()
+    assert storage.wait_for_change(0.01) is False
+    assert len(store.client_list()) == 1  # only ``store``'s own connection
+    storage.open()
+    assert storage.records() == []
+    storage.close()

@@ -200,6 +200,10 @@ class RedisStorage:
             with self._lock:
                 client = self._client
                 if client is None:
+                    if self._closed.is_set():
+                        # A thread still at work when the app stopped (the registry's, a
+                        # delivery) must not reconnect: nobody would close that connection.
+                        raise StorageUnavailable(f"redis {self.url}: the storage is closed")
                     client = self._client = redis.Redis.from_url(
                         self.url,
                         socket_timeout=self.socket_timeout,
@@ -309,7 +313,13 @@ class RedisStorage:
             if pubsub is None:
                 pubsub = self._redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self._channel)
-                self._pubsub = pubsub
+                with self._lock:
+                    closed = self._closed.is_set()
+                    if not closed:
+                        self._pubsub = pubsub
+                if closed:  # close() ran meanwhile, before this PubSub was there to close
+                    pubsub.close()
+                    return False
                 # Anything may have changed while nobody listened: reload now.
                 return True
             changed = False
