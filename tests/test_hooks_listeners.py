@@ -245,6 +245,35 @@ def test_delete_removes_the_listener_then_answers_404(client, sink):
     assert sink.snapshot() == []  # no longer hooked
 
 
+def test_requests_pass_the_listener_trigger_only_while_a_listener_is_registered(
+    tmp_path, sink, seen
+):
+    """PERF: without listener hooks, ``controller`` runs no hooks listener at all (it is
+    subscribed when the first listener hook is registered, here or by another worker, and
+    dropped with the last), and the copies still come as soon as one is registered."""
+    url = f"sqlite:///{tmp_path}/hooks.db"
+    here = make_app(url, seen, allowed_destinations=[sink.url])
+    there = make_app(url, seen, allowed_destinations=[sink.url])
+    with TestClient(here) as client, TestClient(there) as other:
+        assert triggers(here) == triggers(there) == 0
+        listen(client, "/data/a", "one", {"destination": f"{sink.url}/one"})
+        assert triggers(here) == 1
+        # The other app subscribes when its registry thread sees the registration.
+        deadline = time.monotonic() + WAIT
+        while triggers(there) == 0:
+            assert time.monotonic() < deadline, "the other app never subscribed"
+            time.sleep(0.02)
+        assert other.put("/data/a/1", data=b"x").status_code == 200
+        sink.wait_for(1, WAIT)
+        assert client.delete("/data/a/_hooks/listeners/http/one").status_code == 200
+        assert triggers(here) == 0
+
+
+def triggers(app: App) -> int:
+    """How many of the app's ``controller`` listeners are the hooks' (bound to a Hooks)."""
+    return sum(isinstance(getattr(f, "__self__", None), Hooks) for f in app.listeners("controller"))
+
+
 INVALID = [
     ("unknown-property", {"destination": "/sink", "bogus": 1}, "bogus"),
     ("missing-destination", {"methods": ["PUT"]}, "destination"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -126,6 +127,7 @@ class App:
         self._registrations: list[Registration] = []  # the users'; the kernel's are added
         self._extension_kernel = _extension_kernel(self.extensions)
         self._listeners: dict[str, tuple[Listener, ...]] = {}
+        self._compiling = threading.RLock()  # recompile() may come from an extension's thread
         self._lifecycle = Lifecycle(self)
         for extension in self.extensions:
             for controller in getattr(extension, "controllers", ()):
@@ -303,19 +305,31 @@ class App:
         check_priority("listener", priority)
         return Registration(state, priority, next(self._sequence), check_listener(function))
 
-    def _compile(self) -> None:
-        # The kernel's listeners come first among equal priorities; the middleware runners
-        # are among them only when the app has middlewares.
-        kernel = (
-            *kernel_listeners(self.router, self.middlewares, debug=self._debug),
-            *self._extension_kernel,
-        )
-        self._kernel = [
-            Registration(state, priority, -1_000_000 + index, function)
-            for index, (state, priority, function) in enumerate(kernel)
-        ]
-        # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
-        self._listeners = compile_listeners(self._kernel + self._registrations)
+    def recompile(self) -> None:
+        """Compile the listener tables again, reading each extension's ``kernel`` anew.
+
+        For an extension whose kernel listeners change while the app serves (``Hooks``
+        subscribes its listener-hook trigger only while a listener hook is registered). Safe
+        from any thread: requests walk the old tables or the new ones, never a mix.
+        """
+        self._compile(extensions=True)
+
+    def _compile(self, *, extensions: bool = False) -> None:
+        with self._compiling:
+            if extensions:
+                self._extension_kernel = _extension_kernel(self.extensions)
+            # The kernel's listeners come first among equal priorities; the middleware
+            # runners are among them only when the app has middlewares.
+            kernel = (
+                *kernel_listeners(self.router, self.middlewares, debug=self._debug),
+                *self._extension_kernel,
+            )
+            self._kernel = [
+                Registration(state, priority, -1_000_000 + index, function)
+                for index, (state, priority, function) in enumerate(kernel)
+            ]
+            # PERF: per-state tuples, swapped in one assignment (safe while threads serve).
+            self._listeners = compile_listeners(self._kernel + self._registrations)
 
     def _add_listener_object(self, item: Any) -> None:
         """Register a listener class, object or marked function: all its listeners, or none."""

@@ -131,6 +131,7 @@ class Hooks(Extension):
             reload_interval=reload_interval,
             sweep_interval=sweep_interval,
             on_change=self._changed,
+            on_listeners=self._listen_for_copies,
         )
         check_positive_ints("hooks", delivery_concurrency=delivery_concurrency)
         self.deliverer = Deliverer(
@@ -146,15 +147,26 @@ class Hooks(Extension):
         self._registration = Router()
         self._forward_route: Route | None = None
         self.controllers = self._routes()
-        # The route listener, and the proxy workflow's kernel (hooked requests are proxy
-        # transactions; the app dedupes it when a Proxy brings it too).
-        # Listener hooks copy requests on entering `controller` (after auth and parameters:
-        # a request refused there changes nothing, so nobody is told of it).
-        self.kernel = (
-            (ROUTE, 50, self._on_route),
-            (CONTROLLER, 50, self._on_controller),
-            *PROXY_KERNEL,
-        )
+        self._copying = False  # whether listener hooks exist: see kernel
+
+    @property
+    def kernel(self) -> tuple[tuple[str, int, Any], ...]:  # type: ignore[override]
+        """The route listener, the copying one while listener hooks exist, and the proxy
+        workflow's kernel (hooked requests are proxy transactions; the app dedupes it when a
+        Proxy brings it too).
+
+        Listener hooks copy requests on entering ``controller`` (after auth and parameters: a
+        request refused there changes nothing, so nobody is told of it). PERF: without any,
+        that listener is not subscribed at all (``app.recompile()`` adds and drops it).
+        """
+        copying = ((CONTROLLER, 50, self._on_controller),) if self._copying else ()
+        return ((ROUTE, 50, self._on_route), *copying, *PROXY_KERNEL)
+
+    def _listen_for_copies(self, wanted: bool) -> None:
+        """The registry's index gains its first listener hook or loses its last."""
+        self._copying = wanted
+        if self._app is not None:
+            self._app.recompile()
 
     # -- the lifecycle --------------------------------------------------------------------
 

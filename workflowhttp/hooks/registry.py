@@ -387,6 +387,7 @@ class Registry:
         reload_interval: float = 5.0,
         sweep_interval: float = 60.0,
         on_change: Callable[[dict[str, int]], None] | None = None,
+        on_listeners: Callable[[bool], None] | None = None,
     ) -> None:
         self.storage = storage
         self.allowed = allowed
@@ -395,6 +396,7 @@ class Registry:
         self.reload_interval = reload_interval
         self.sweep_interval = sweep_interval
         self.on_change = on_change
+        self.on_listeners = on_listeners
         self.routes: RouteIndex = _EMPTY
         self.listeners: ListenerIndex = _NO_LISTENERS
         # The compiled hook of each stored record, kept while the record is unchanged (a
@@ -430,6 +432,9 @@ class Registry:
                 elif isinstance(hook, ListenerHook):
                     listeners.setdefault(record.resource, []).append(hook)
             before = None if not self.loaded else (len(self.routes), len(self.listeners))
+            had_listeners = bool(self.listeners.depths)
+            if listeners and not had_listeners and self.on_listeners is not None:
+                self.on_listeners(True)  # subscribed before the index holds any listener
             self._compiled = compiled
             # One assignment each: requests see all of a change or nothing of it.
             self.routes = RouteIndex(routes)
@@ -437,6 +442,8 @@ class Registry:
                 {resource: tuple(found) for resource, found in listeners.items()}
             )
             self.loaded = True
+            if had_listeners and not listeners and self.on_listeners is not None:
+                self.on_listeners(False)  # dropped once the index holds none
             counts = (len(self.routes), len(self.listeners))
         if self.on_change is not None and counts != before:
             self.on_change({"route": counts[0], "listener": counts[1]})
