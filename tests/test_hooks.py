@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -66,6 +67,24 @@ def test_only_the_resource_and_below_it_are_hooked(client, path):
     assert "local" not in answer.json
     assert answer.status_code == (200 if path.startswith("/data/a") else 404)
 
+
+
+@pytest.mark.parametrize("count", [3, 40], ids=["few-collections", "many-collections"])
+def test_every_hooked_collection_is_found_and_a_lookalike_is_not(client, count):
+    """Requests pass a gate before the full match: a few hooked collections are told apart by
+    their prefixes, many by the request's first segment. Either way each hooked collection
+    is found (a non-ASCII one too, from its percent-encoded request), and a collection whose
+    name only starts like a hooked one is left to the app."""
+    names = ["caf%C3%A9", *(f"c{n}" for n in range(count - 1))]
+    for name in names:
+        register(client, f"/{name}/x", {"destination": f"/local/{name}"})
+    for name in names:
+        answer = client.get(f"/{name}/x/1")
+        assert answer.status_code == 200, answer.text
+        # PATH_INFO as WSGI gives it: the UTF-8 bytes as latin-1 characters
+        assert answer.json["path"] == f"/local/{unquote(name)}/1".encode().decode("latin-1")
+    for lookalike in ("/caf%C3%A9s/x/1", "/cafe/x/1", "/c1x/x/1", "/c1/y", "/c"):
+        assert client.get(lookalike).status_code == 404, lookalike
 
 def test_full_url_forwards_to_the_exact_destination(client):
     register(client, "/data/a", {"destination": "/local/exact", "fullUrl": True})

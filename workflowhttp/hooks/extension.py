@@ -35,7 +35,14 @@ from ..stream.events import HooksChanged
 from ..workflow import CONTROLLER, METHOD_NOT_ALLOWED, ROUTE, ROUTE_NOT_FOUND
 from .delivery import Copy, Deliverer, encode_copy
 from .forwarding import CHAIN, MAX_CHAIN, HookProxy, LoopDetected, apply_header_rules, path_below
-from .registry import ListenerHook, Registry, RouteHook, applicable_spec, listener_name
+from .registry import (
+    ListenerHook,
+    Registry,
+    RouteHook,
+    applicable_spec,
+    listener_name,
+    may_be_hooked,
+)
 from .specs import (
     AllowedDestinations,
     ListenerSpec,
@@ -220,10 +227,16 @@ class Hooks(Extension):
 
     def _on_route(self, event: HttpEvent) -> None:
         """Claim registration requests, then hooked ones (``route``, priority 50)."""
-        if event._next is not None:
-            return
+        raw_path = event.environ.get("PATH_INFO") or "/"
+        # PERF: most requests are neither registrations nor under a hooked collection.
+        if event._next is None and (
+            "/_hooks" in raw_path or may_be_hooked(self.registry.routes, raw_path)
+        ):
+            self._claim(event, raw_path)
+
+    def _claim(self, event: HttpEvent, raw_path: str) -> None:
+        """Route a request that may be a registration or hooked (see :meth:`_on_route`)."""
         environ = event.environ
-        raw_path = environ.get("PATH_INFO") or "/"
         if "/_hooks" in raw_path:
             # Registration requests are the hooks' own routes, whatever the app's routes
             # (a catch-all never shadows them), and are never hooked themselves.
@@ -243,13 +256,7 @@ class Hooks(Extension):
                     event.next(ROUTE_NOT_FOUND)
                 return
         routes = self.registry.routes
-        if not routes.depths:  # PERF: no route hook: one attribute read and out
-            return
-        # PERF: most requests are under no hooked collection: their first segment says so
-        # before the path is decoded (a non-ASCII one is decoded first, as the router does).
-        cut = raw_path.find("/", 1)
-        first = raw_path[1:cut] if cut > 0 else raw_path[1:]
-        if first not in routes.firsts and first.isascii():
+        if not routes.depths:
             return
         path = self._registration.request_path(environ)
         if not path.startswith(self.root) and path + "/" != self.root:
@@ -277,10 +284,7 @@ class Hooks(Extension):
         if not index.depths:  # PERF: no listener hook: one attribute read and out
             return
         environ = event.environ
-        raw_path = environ.get("PATH_INFO") or "/"
-        cut = raw_path.find("/", 1)
-        first = raw_path[1:cut] if cut > 0 else raw_path[1:]
-        if first not in index.firsts and first.isascii():
+        if not may_be_hooked(index, environ.get("PATH_INFO") or "/"):
             return
         route = event.route
         if route is not None and route.data.get("hooks") is self:

@@ -118,6 +118,32 @@ def header_lines(environ: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Up to this many hooked first segments, a request is told apart by one ``startswith`` on
+#: their tuple (no slice, no hash); beyond, by its first segment looked up in ``firsts``.
+PREFIX_GATE = 16
+
+
+def prefix_gate(firsts: frozenset[str]) -> tuple[str, ...] | None:
+    """``("/orders", ...)``: a path under a hooked collection starts with one of them (so may
+    a few others, which the full match then refuses); ``None`` when there are too many."""
+    return tuple(sorted(f"/{first}" for first in firsts)) if len(firsts) <= PREFIX_GATE else None
+
+
+def may_be_hooked(index: RouteIndex | ListenerIndex, raw_path: str) -> bool:
+    """Whether a request for ``raw_path`` (undecoded) may be under a hooked collection.
+
+    PERF: the gate of most requests, before the path is decoded. A non-ASCII path may
+    decode to a hooked one: it says yes, and the full match decides.
+    """
+    prefixes = index.prefixes
+    if prefixes is not None:
+        hooked = raw_path.startswith(prefixes)
+    else:
+        cut = raw_path.find("/", 1)
+        hooked = (raw_path[1:cut] if cut > 0 else raw_path[1:]) in index.firsts
+    return hooked or not raw_path.isascii()
+
+
 class RouteIndex:
     """The route hooks by resource; finds the longest registered prefix of a path.
 
@@ -126,7 +152,7 @@ class RouteIndex:
     number of hooks, and scans the path once.
     """
 
-    __slots__ = ("routes", "depths", "deepest", "firsts")
+    __slots__ = ("routes", "depths", "deepest", "firsts", "prefixes")
 
     def __init__(self, routes: dict[str, RouteHook]) -> None:
         self.routes = routes
@@ -135,6 +161,7 @@ class RouteIndex:
         #: The first segment of every hooked resource: a request whose first segment is none
         #: of them is no hook's, found with one slice and one set lookup.
         self.firsts = frozenset(resource.split("/", 2)[1] for resource in routes)
+        self.prefixes = prefix_gate(self.firsts)
 
     def find(self, method: str, path: str, environ: dict[str, Any]) -> RouteHook | None:
         """Return the hook that claims a request for ``path`` (decoded, no trailing slash)."""
@@ -264,13 +291,14 @@ class ListenerIndex:
     checks.
     """
 
-    __slots__ = ("listeners", "depths", "deepest", "firsts", "count")
+    __slots__ = ("listeners", "depths", "deepest", "firsts", "prefixes", "count")
 
     def __init__(self, listeners: dict[str, tuple[ListenerHook, ...]]) -> None:
         self.listeners = listeners
         self.depths = tuple(sorted({resource.count("/") for resource in listeners}))
         self.deepest = self.depths[-1] if self.depths else 0
         self.firsts = frozenset(resource.split("/", 2)[1] for resource in listeners)
+        self.prefixes = prefix_gate(self.firsts)
         self.count = sum(len(found) for found in listeners.values())
 
     def find(self, method: str, path: str, uri: str, environ: dict[str, Any]) -> list[ListenerHook]:
