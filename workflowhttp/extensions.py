@@ -8,7 +8,9 @@
 * ``kernel``: ``(state, priority, listener)`` triples that are part of the framework's own
   behaviour for a workflow (the proxy's ``forward``, say). They are placed among the kernel's
   listeners (first among equal priorities, like the HTTP kernel's), once per app however many
-  extensions bring the same function;
+  extensions bring the same function. It is read when the app is built and again at each
+  ``app.recompile()``: an extension whose kernel changes while the app serves calls it (the
+  hooks subscribe their copying listener only while a listener hook is registered);
 * ``start(app)``: run once per worker before its first request: after gunicorn's fork (its
   ``post_worker_init`` hook under ``workflowhttp serve``), when the dev server's child starts,
   when ``with TestClient(app):`` is entered, or else lazily on the first request. Open pools,
