@@ -372,23 +372,40 @@ def claim_in_a_child(url: str, owner: str, ready: Any, go: Any, answers: Any) ->
         storage.close()
 
 
-def test_racing_processes_never_share_a_queue(backend: Backend, storage: Storage) -> None:
+def enqueue_in_a_child(url: str, owner: str, ready: Any, go: Any, answers: Any) -> None:
+    """Run in a spawned process: open the storage, wait for ``go``, queue ``COPIES`` copies
+    into one queue one call at a time (as requests do), answer."""
+    storage = open_storage(url)
+    storage.open()
+    try:
+        ready.set()
+        go.wait(CHILD_DEADLINE)
+        for number in range(COPIES):
+            storage.enqueue([Entry("shared", f"{owner}-{number}".encode())])
+        answers.put((owner, COPIES))
+    finally:
+        storage.close()
+
+
+COPIES = 200
+
+
+def race(url: str, target: Callable[..., None]) -> dict[str, Any]:
+    """Run ``target`` in two spawned processes, ``left`` and ``right``, started together;
+    return their answers by owner (every child stopped by its PID, also on failure)."""
     context = multiprocessing.get_context("spawn")
     answers = context.Queue()
     go = context.Event()
-    storage.enqueue([Entry(name, b"x") for name in QUEUES])
     children = []
     try:
         for owner in ("left", "right"):
             ready = context.Event()
-            child = context.Process(
-                target=claim_in_a_child, args=(backend.url, owner, ready, go, answers)
-            )
+            child = context.Process(target=target, args=(url, owner, ready, go, answers))
             child.start()
             children.append(child)
             assert ready.wait(CHILD_DEADLINE), f"{owner} did not start"
         go.set()
-        claimed = dict(answers.get(timeout=CHILD_DEADLINE) for _ in children)
+        answered = dict(answers.get(timeout=CHILD_DEADLINE) for _ in children)
         for child in children:
             child.join(CHILD_DEADLINE)
             assert child.exitcode == 0
@@ -400,8 +417,55 @@ def test_racing_processes_never_share_a_queue(backend: Backend, storage: Storage
                 child.join(5)
         answers.close()
         answers.join_thread()
+    return answered
+
+
+def test_racing_processes_never_share_a_queue(backend: Backend, storage: Storage) -> None:
+    storage.enqueue([Entry(name, b"x") for name in QUEUES])
+    claimed = race(backend.url, claim_in_a_child)
     assert sorted(claimed) == ["left", "right"]
     assert sorted(claimed["left"] + claimed["right"]) == QUEUES, claimed
+
+
+def test_racing_processes_queue_every_copy_each_in_its_order(
+    backend: Backend, storage: Storage
+) -> None:
+    """Two workers queueing into one queue at once (SQLite: they take turns at the writer
+    lock): nothing lost, and each one's copies in the order it queued them."""
+    assert race(backend.url, enqueue_in_a_child) == {"left": COPIES, "right": COPIES}
+    taken = [data.decode() for data in drain(storage, "shared")]
+    assert len(taken) == 2 * COPIES
+    for owner in ("left", "right"):
+        assert [t for t in taken if t.startswith(owner)] == [
+            f"{owner}-{n}" for n in range(COPIES)
+        ]
+
+
+def test_a_sqlite_write_waits_for_the_writer_lock_then_gives_up(tmp_path: Path) -> None:
+    """SQLite's writers take turns at ``<file>-lock`` (a ``flock``): while another process
+    holds it for longer than ``busy_timeout``, a write is refused as unavailable (a request
+    then answers 503) and reads go on; once it is free, writes go through again."""
+    import fcntl
+
+    path = tmp_path / "queues.sqlite3"
+    storage = SQLiteStorage(f"sqlite:///{path}", busy_timeout=0.2)
+    storage.open()
+    try:
+        storage.enqueue([Entry("q", b"first")])
+        holder = os.open(f"{path}-lock", os.O_RDWR)  # its own open file: as another process
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            with pytest.raises(StorageUnavailable, match="write lock"):
+                storage.enqueue([Entry("q", b"second")])
+            with pytest.raises(StorageUnavailable, match="write lock"):
+                storage.claim("one", LEASE, 10)
+            assert lengths(storage) == {"q": 1}  # reads do not wait
+        finally:
+            os.close(holder)  # (releases the lock)
+        storage.enqueue([Entry("q", b"second")])
+        assert drain(storage, "q") == [b"first", b"second"]
+    finally:
+        storage.close()
 
 
 # -- Redis down -----------------------------------------------------------------------------
