@@ -15,6 +15,7 @@ from tests.receivers import receiver
 from workflowhttp import App, Body, http
 from workflowhttp.hooks import Hooks
 from workflowhttp.hooks.specs import AllowedDestinations
+from workflowhttp.hooks.storage import SQLiteStorage
 from workflowhttp.testing import TestClient
 
 
@@ -159,3 +160,38 @@ def test_a_copy_for_a_destination_no_longer_allowed_is_given_up_unsent(tmp_path:
                 time.sleep(0.02)
             assert hooks.storage.queue_stats() == {}  # given up, not retried every 30 s
         assert sink.snapshot() == []
+
+
+class CountingStorage(SQLiteStorage):
+    """The SQLite storage, counting the deliverer's looks for queues to claim."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claims = 0
+
+    def claim(self, owner: str, lease: float, limit: int) -> list[str]:
+        self.claims += 1
+        return super().claim(owner, lease, limit)
+
+
+def test_a_burst_of_copies_wakes_the_deliverer_a_few_times_not_once_a_copy(
+    tmp_path: Path,
+) -> None:
+    """PERF: a queued copy wakes the worker's deliverer to claim its queue at once, but a
+    look is a write transaction: in a burst it looks at most every quarter of its poll
+    interval (and not at all for a queue it is draining), and every copy still arrives."""
+    storage = CountingStorage(f"sqlite:///{tmp_path / 'hooks.sqlite3'}")
+    with receiver() as sink:
+        hooks = Hooks(storage=storage, allowed_destinations=[sink.url], poll_interval=0.2)
+        with TestClient(App(controllers=[data], extensions=[hooks])) as client:
+            spec = {"destination": f"{sink.url}/copies"}
+            assert client.put("/data/_hooks/listeners/http/one", json=spec).status_code == 200
+            storage.claims = 0
+            started = time.monotonic()
+            for n in range(200):
+                assert client.put(f"/data/{n}", data=b"x", headers=PLAIN).status_code == 200
+            elapsed = time.monotonic() - started
+            looks = storage.claims  # during the burst
+            assert len(sink.wait_for(200, 10.0)) == 200
+    # One look at the first copy, then at most one per quarter poll and one per poll.
+    assert looks <= 2 + elapsed / 0.05 + elapsed / 0.2, (looks, elapsed)

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -143,6 +143,7 @@ class Deliverer:
         self._held: dict[str, float] = {}
         self._active_lock = threading.Lock()
         self._wake = threading.Event()
+        self._quiet_until = 0.0  # no look asked by wake() before this monotonic time
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
@@ -176,8 +177,20 @@ class Deliverer:
         self._workers = []
         self._connections.clear()
 
-    def wake(self) -> None:
-        """Look for queues to claim now (a copy was just queued by this worker)."""
+    def wake(self, queues: Collection[str] = ()) -> None:
+        """Look for queues to claim soon: this worker just queued copies into ``queues``.
+
+        PERF: a look is a write transaction (and a thread switch): under load, one a copy
+        cost a worker more than the copy. None is made for queues this worker drains already
+        (their consumer takes the new copy), nor within a quarter of the poll interval of
+        the last one (the poll, or the consumer of the queue, takes the copy then).
+        """
+        if queues and all(queue in self._active for queue in queues):
+            return
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        self._quiet_until = now + self.poll_interval / 4
         self._wake.set()
 
     # -- claiming and renewing ------------------------------------------------------------

@@ -323,7 +323,7 @@ class Hooks(Extension):
                 raise ServiceUnavailable(
                     "hooks storage unavailable; the request was not processed"
                 ) from None
-            self.deliverer.wake()
+            self.deliverer.wake([entry.queue for entry in before])
         if after:
             event.call_on_close(lambda: self._queue_after(event, after))
 
@@ -341,7 +341,7 @@ class Hooks(Extension):
                 ex,
             )
             return
-        self.deliverer.wake()
+        self.deliverer.wake([entry.queue for entry in entries])
 
     def _entry(
         self,
