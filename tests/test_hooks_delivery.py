@@ -7,13 +7,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
+import pytest
+
 from tests.receivers import receiver
 from workflowhttp import App, Body, http
-from workflowhttp.hooks import Hooks
+from workflowhttp.hooks import Hooks, http1
 from workflowhttp.hooks.specs import AllowedDestinations
 from workflowhttp.hooks.storage import SQLiteStorage
 from workflowhttp.testing import TestClient
@@ -38,11 +40,16 @@ def hooked(tmp_path: Path, destination: str) -> tuple[App, Hooks]:
     return App(controllers=[data], extensions=[hooks]), hooks
 
 
+KEEP_ALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+
+
 @contextmanager
-def raw_destination(*, close_after_answer: bool) -> Iterator[RawDestination]:
-    """A raw HTTP/1.1 server answering 200 with keep-alive; with ``close_after_answer`` it
-    closes each connection right after its answer anyway (as a destination whose idle timeout
-    is shorter than ours does)."""
+def raw_destination(
+    *, close_after_answer: bool = False, reply: bytes = KEEP_ALIVE
+) -> Iterator[RawDestination]:
+    """A raw HTTP/1.1 server answering each request with ``reply`` (200 with keep-alive);
+    with ``close_after_answer`` it closes each connection right after its answer anyway (as a
+    destination whose idle timeout is shorter than ours does)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -51,6 +58,11 @@ def raw_destination(*, close_after_answer: bool) -> Iterator[RawDestination]:
     stop = threading.Event()
 
     def answer(connection: socket.socket) -> None:
+        # A client that closes before reading a long answer resets the connection.
+        with suppress(ConnectionResetError, BrokenPipeError):
+            exchange(connection)
+
+    def exchange(connection: socket.socket) -> None:
         data = b""
         with connection:
             connection.settimeout(5)
@@ -74,9 +86,7 @@ def raw_destination(*, close_after_answer: bool) -> Iterator[RawDestination]:
                     data += connection.recv(65536)
                 body, data = data[:length], data[length:]
                 destination.requests.append(lines[0] + b" " + body)
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
-                )
+                connection.sendall(reply)
                 if close_after_answer:
                     return
 
@@ -195,3 +205,92 @@ def test_a_burst_of_copies_wakes_the_deliverer_a_few_times_not_once_a_copy(
             assert len(sink.wait_for(200, 10.0)) == 200
     # One look at the first copy, then at most one per quarter poll and one per poll.
     assert looks <= 2 + elapsed / 0.05 + elapsed / 0.2, (looks, elapsed)
+
+
+ANSWERS = {
+    # name: (the destination's answer, whether the connection is kept for the next copy)
+    "interim-then-200": (b"HTTP/1.1 100 Continue\r\n\r\n" + KEEP_ALIVE, True),
+    "204": (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    "chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        False,
+    ),
+    "http-1.0": (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    "connection-close": (b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\n", False),
+    "long-body": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+        False,
+    ),
+    "two-lengths": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_every_kind_of_answer_delivers_once_and_keeps_the_connection_when_it_may(
+    tmp_path: Path, name: str
+) -> None:
+    """The deliveries' client reads the status, and the body only when its length is known
+    and small: a chunked, long or HTTP/1.0 answer closes the connection instead (the next
+    copy opens another). Each copy is delivered once: none is retried."""
+    answer, kept = ANSWERS[name]
+    with raw_destination(reply=answer) as destination:
+        app, hooks = hooked(tmp_path, destination.url)
+        with TestClient(app) as client:
+            listen(client, destination.url)
+            for n in range(3):
+                assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
+                destination.wait_for(n + 1)
+            deadline = time.monotonic() + 5
+            while hooks.storage.queue_stats() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert hooks.storage.queue_stats() == {}  # all delivered, none left to retry
+        assert destination.requests == [b"PUT /%d HTTP/1.1 %d" % (n, n) for n in range(3)]
+        assert destination.accepted == (1 if kept else 3)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/2 200\r\n\r\n",
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\n",
+    ],
+    ids=["http-2", "garbage", "four-digits", "head-too-long", "unicode-length"],
+)
+def test_an_unreadable_answer_leaves_the_copy_queued_for_a_retry(
+    tmp_path: Path, answer: bytes
+) -> None:
+    with raw_destination(reply=answer) as destination:
+        app, hooks = hooked(tmp_path, destination.url)  # a retry waits 30 s
+        with TestClient(app) as client:
+            listen(client, destination.url)
+            assert client.put("/data/1", data=b"1", headers=PLAIN).status_code == 200
+            assert destination.wait_for(1) == [b"PUT /1 HTTP/1.1 1"]
+            time.sleep(0.2)  # the answer is read (and refused) meanwhile
+            assert [n for n, _ in hooks.storage.queue_stats().values()] == [1]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("PUT", "/a\r\nX-Evil: 1", []),
+        ("PUT", "/a b", []),
+        ("PUT", "/a", [("X-Ok", "1\r\nX-Evil: 1")]),
+        ("PUT", "/a", [("X-Ok", "nul\x00")]),
+        ("PUT", "/a", [("X Bad", "1")]),
+        ("PUT", "/a", [("X-Ok", "\u2603")]),
+    ],
+    ids=["crlf-in-target", "space-in-target", "crlf-in-value", "nul", "space-in-name", "snowman"],
+)
+def test_a_request_that_cannot_be_written_safely_is_refused_before_sending(
+    method: str, target: str, headers: list[tuple[str, str]]
+) -> None:
+    """SECURITY: CR or LF in a copy's target or headers would split it into two requests at
+    the destination (smuggling): such a copy is never sent (the deliverer gives it up)."""
+    with pytest.raises(http1.Refused):
+        http1.encode_request(method, target, "example.org", headers, b"")
