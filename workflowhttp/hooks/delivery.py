@@ -410,7 +410,7 @@ class Connections:
     idle ones per scheme, host and port, shared by a worker's delivery threads.
 
     PERF: a delivery is one small request and its answer, from one thread, on the lean
-    client of :mod:`.http1` (about 55 µs of CPU here, ``http.client`` 240, urllib3's pool
+    client of :mod:`.http1` (about 70 µs of CPU here, ``http.client`` 240, urllib3's pool
     650): deliveries cost a worker more than the requests that queued them.
     """
 

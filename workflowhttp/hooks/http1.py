@@ -4,7 +4,7 @@ PERF: a delivery needs the answer's status and nothing else. ``http.client`` bui
 a ``putheader`` call per header, two sends, a buffered file per answer and the ``email``
 package's header parser: about 240 µs of a worker's CPU per copy, which under load cost more
 than the request that queued it. Here a request is one ``sendall`` and the answer's head is
-split by hand: about 55 µs, nearly all of it the system calls (``bench.listeners``).
+split by hand: about 70 µs, two thirds of it the system calls.
 
 What it reads of an answer, and why that is enough:
 
