@@ -294,3 +294,40 @@ def test_a_request_that_cannot_be_written_safely_is_refused_before_sending(
     the destination (smuggling): such a copy is never sent (the deliverer gives it up)."""
     with pytest.raises(http1.Refused):
         http1.encode_request(method, target, "example.org", headers, b"")
+
+
+def test_a_copy_s_own_host_is_sent_once_and_its_length_is_always_the_body_s() -> None:
+    """A listener's header rules may set ``Host``: it replaces the destination's (one Host
+    line, as with ``http.client``); a ``Content-Length`` or ``Transfer-Encoding`` they set is
+    dropped for the body's own length (two lengths would smuggle a request)."""
+    headers = [
+        ("host", "orders.internal"),
+        ("Content-Length", "0"),
+        ("Transfer-Encoding", "chunked"),
+        ("X-Ok", "1"),
+    ]
+    request = http1.encode_request("PUT", "/a?b=1", "example.org:8080", headers, b"body")
+    assert request == (
+        b"PUT /a?b=1 HTTP/1.1\r\nhost: orders.internal\r\nX-Ok: 1\r\n"
+        b"Content-Length: 4\r\n\r\nbody"
+    )
+    plain = http1.encode_request("GET", "/", "example.org:8080", [], b"")
+    assert plain == b"GET / HTTP/1.1\r\nHost: example.org:8080\r\n\r\n"
+
+
+def test_a_host_set_by_the_listener_s_header_rules_reaches_the_destination(
+    tmp_path: Path,
+) -> None:
+    with receiver() as sink:
+        app, _ = hooked(tmp_path, sink.url)
+        with TestClient(app) as client:
+            spec = {
+                "destination": f"{sink.url}/copies",
+                "headers": [{"header": "Host", "value": "orders.internal"}],
+            }
+            registered = client.put("/data/_hooks/listeners/http/x", json=spec)
+            assert registered.status_code == 200, registered.text
+            assert client.put("/data/1", data=b"1", headers=PLAIN).status_code == 200
+            (delivery,) = sink.wait_for(1)
+    assert delivery["headers"]["host"] == "orders.internal"
+    assert delivery["body"] == b"1"

@@ -60,17 +60,29 @@ def encode_request(
 ) -> bytes:
     """Return the request's bytes: request line, ``Host``, the headers, ``Content-Length``.
 
+    A ``Host`` among ``headers`` is sent instead of ``host`` (as ``http.client`` does); a
+    ``Content-Length`` or ``Transfer-Encoding`` among them is dropped: the length sent is
+    always the body's (two that disagree would let the destination read a second request).
+
     Raises:
         Refused: a control character or a space in the method or target, a control
             character in a header, or a character beyond latin-1.
     """
     if " " in method or " " in target:
         raise Refused("a space in the method or target")
-    lines = [f"{_clean(method, 'method')} {_clean(target, 'target')} HTTP/1.1", f"Host: {host}"]
+    lines = [f"{_clean(method, 'method')} {_clean(target, 'target')} HTTP/1.1"]
+    own_host = True
     for name, value in headers:
         if ":" in name or " " in name:
             raise Refused("a colon or space in a header name")
+        lower = name.lower()
+        if lower in ("content-length", "transfer-encoding"):
+            continue
+        if lower == "host":
+            own_host = False
         lines.append(f"{_clean(name, 'header name')}: {_clean(value, 'header value')}")
+    if own_host:
+        lines.insert(1, f"Host: {_clean(host, 'host')}")
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     try:
