@@ -140,15 +140,21 @@ def test_copies_to_one_destination_share_a_kept_alive_connection(tmp_path: Path)
         assert destination.accepted == 1
 
 
+def send_one_by_one(client: TestClient, destination: RawDestination, pause: float = 0) -> None:
+    """Three hooked PUTs, each once the copy of the one before has arrived (and ``pause``)."""
+    listen(client, destination.url)
+    for n in range(3):
+        assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
+        destination.wait_for(n + 1)
+        time.sleep(pause)
+
+
 def test_a_connection_the_destination_closed_is_replaced_without_a_retry(tmp_path: Path) -> None:
     with raw_destination(close_after_answer=True) as destination:
         app, _ = hooked(tmp_path, destination.url)
         with TestClient(app) as client:
-            listen(client, destination.url)
-            for n in range(3):
-                assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
-                destination.wait_for(n + 1)
-                time.sleep(0.05)  # the destination has closed the kept-alive connection
+            # Each pause: the destination has closed the kept-alive connection meanwhile.
+            send_one_by_one(client, destination, pause=0.05)
             seen = destination.wait_for(3)
         assert seen == [b"PUT /%d HTTP/1.1 %d" % (n, n) for n in range(3)]
         assert destination.accepted == 3
@@ -239,10 +245,7 @@ def test_every_kind_of_answer_delivers_once_and_keeps_the_connection_when_it_may
     with raw_destination(reply=answer) as destination:
         app, hooks = hooked(tmp_path, destination.url)
         with TestClient(app) as client:
-            listen(client, destination.url)
-            for n in range(3):
-                assert client.put(f"/data/{n}", data=b"%d" % n, headers=PLAIN).status_code == 200
-                destination.wait_for(n + 1)
+            send_one_by_one(client, destination)
             deadline = time.monotonic() + 5
             while hooks.storage.queue_stats() and time.monotonic() < deadline:
                 time.sleep(0.02)

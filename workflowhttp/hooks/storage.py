@@ -17,6 +17,7 @@ Expiry is enforced by the index on every read; the backends also sweep expired r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -288,10 +289,20 @@ class _WriterLock:
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def close(self) -> None:
         if self._pid == os.getpid():
             os.close(self._fd)
         self._fd, self._pid = -1, 0
+
+
+#: What a reading statement holds besides the storage's thread lock: nothing.
+_UNLOCKED: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 #: The size of the write-ahead log over which :meth:`SQLiteStorage.maintain` empties it.
@@ -339,10 +350,10 @@ class SQLiteStorage:
         self._maintenance: sqlite3.Connection | None = None
         self._maintenance_pid = 0
         self._maintenance_lock = threading.Lock()
-        self._writer = (
+        self._writer: _WriterLock | contextlib.nullcontext[None] = (
             _WriterLock(f"{path}-lock", busy_timeout)
             if fcntl is not None and path != ":memory:"
-            else None
+            else _UNLOCKED
         )
 
     def open(self) -> None:
@@ -391,7 +402,7 @@ class SQLiteStorage:
             connection, self._connection = self._connection, None
             if connection is not None and self._pid == os.getpid():
                 connection.close()
-            if self._writer is not None:
+            if isinstance(self._writer, _WriterLock):
                 self._writer.close()
         with self._maintenance_lock:
             maintenance, self._maintenance = self._maintenance, None
@@ -400,35 +411,24 @@ class SQLiteStorage:
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Run one reading statement."""
-        connection = self._connect()
-        with self._lock:
-            try:
-                return connection.execute(sql, args).fetchall()
-            except sqlite3.Error as ex:
-                raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
+        return self._execute(sql, args, _UNLOCKED)
 
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Run one writing statement (its own transaction), holding the writer lock."""
+        return self._execute(sql, args, self._writer)
+
+    def _execute(self, sql: str, args: tuple[Any, ...], writer: Any) -> list[Any]:
         connection = self._connect()
-        writer = self._writer
-        with self._lock:
-            if writer is not None:
-                writer.acquire()
+        with self._lock, writer:
             try:
                 return connection.execute(sql, args).fetchall()
             except sqlite3.Error as ex:
                 raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
-            finally:
-                if writer is not None:
-                    writer.release()
 
     def _transaction(self, work: Any) -> Any:
         """Run ``work(connection)`` in one write transaction (all or nothing)."""
         connection = self._connect()
-        writer = self._writer
-        with self._lock:
-            if writer is not None:
-                writer.acquire()
+        with self._lock, self._writer:
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
@@ -443,9 +443,6 @@ class SQLiteStorage:
                 return result
             except sqlite3.Error as ex:
                 raise StorageUnavailable(f"sqlite {self.path}: {ex}") from ex
-            finally:
-                if writer is not None:
-                    writer.release()
 
     def put(self, record: Record) -> None:
         self._write(
