@@ -311,8 +311,7 @@ def test_a_copy_s_own_host_is_sent_once_and_its_length_is_always_the_body_s() ->
     ]
     request = http1.encode_request("PUT", "/a?b=1", "example.org:8080", headers, b"body")
     assert request == (
-        b"PUT /a?b=1 HTTP/1.1\r\nhost: orders.internal\r\nX-Ok: 1\r\n"
-        b"Content-Length: 4\r\n\r\nbody"
+        b"PUT /a?b=1 HTTP/1.1\r\nhost: orders.internal\r\nX-Ok: 1\r\nContent-Length: 4\r\n\r\nbody"
     )
     plain = http1.encode_request("GET", "/", "example.org:8080", [], b"")
     assert plain == b"GET / HTTP/1.1\r\nHost: example.org:8080\r\n\r\n"
@@ -334,3 +333,20 @@ def test_a_host_set_by_the_listener_s_header_rules_reaches_the_destination(
             (delivery,) = sink.wait_for(1)
     assert delivery["headers"]["host"] == "orders.internal"
     assert delivery["body"] == b"1"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "header"),
+    [
+        ("http", "example.org", 80, "example.org"),
+        ("http", "example.org", 8080, "example.org:8080"),
+        ("https", "example.org", 443, "example.org"),
+        ("https", "example.org", 80, "example.org:80"),
+        ("http", "::1", 8080, "[::1]:8080"),
+        ("http", "::1", 80, "[::1]"),
+    ],
+)
+def test_the_host_header_names_the_port_only_when_it_is_not_the_scheme_s(
+    scheme: str, host: str, port: int, header: str
+) -> None:
+    assert http1.host_header(scheme, host, port) == header

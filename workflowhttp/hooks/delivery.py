@@ -426,9 +426,10 @@ class Connections:
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        netloc = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
         try:
-            request = http1.encode_request(copy.method, target, netloc, copy.headers, copy.body)
+            request = http1.encode_request(
+                copy.method, target, http1.host_header(scheme, host, port), copy.headers, copy.body
+            )
         except http1.Refused as ex:
             logger.warning("hooks: a copy for %s cannot be sent: %s", copy.url[:200], ex)
             return REFUSED

@@ -29,7 +29,16 @@ import time
 
 from ..numbers import parse_int
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "MAX_INTERIM", "Connection", "Refused", "Unanswered"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "MAX_INTERIM",
+    "Connection",
+    "Refused",
+    "Unanswered",
+    "encode_request",
+    "host_header",
+]
 
 #: The most bytes of an answer's head (status line and headers).
 MAX_HEAD = 64 * 1024
@@ -90,6 +99,13 @@ def encode_request(
     except UnicodeEncodeError:
         raise Refused("a character beyond latin-1") from None
     return head + body
+
+
+def host_header(scheme: str, host: str, port: int) -> str:
+    """The ``Host`` of a request to ``scheme://host:port``: the port only when it is not the
+    scheme's own, an IPv6 address in brackets."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
 
 
 class Connection:
