@@ -587,3 +587,20 @@ def test_a_foreign_row_at_a_sqlite_queue_head_reads_as_expired(
         storage.queue_stats()  # no exception either
     finally:
         storage.close()
+
+
+def test_a_writer_lock_file_that_cannot_be_opened_is_unavailable_not_an_error(
+    tmp_path: Path,
+) -> None:
+    """A ``<file>-lock`` that cannot be opened (here a directory stands there) makes writes
+    unavailable (a request answers 503), never an OSError that would be a 500."""
+    path = tmp_path / "queues.sqlite3"
+    (tmp_path / "queues.sqlite3-lock").mkdir()
+    storage = SQLiteStorage(f"sqlite:///{path}")
+    storage.open()
+    try:
+        with pytest.raises(StorageUnavailable, match="lock"):
+            storage.enqueue([Entry("q", b"x")])
+        assert lengths(storage) == {}  # reads go on
+    finally:
+        storage.close()

@@ -265,7 +265,10 @@ class _WriterLock:
             StorageUnavailable: another process held it for more than ``timeout`` seconds.
         """
         if self._pid != os.getpid():  # never the descriptor a fork inherited (nor its lock)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as ex:
+                raise StorageUnavailable(f"sqlite write lock {self.path}: {ex}") from ex
             self._pid = os.getpid()
         fd = self._fd
         pause = 50e-6
