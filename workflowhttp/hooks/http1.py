@@ -18,7 +18,8 @@ What it reads of an answer, and why that is enough:
 SECURITY: the head is read up to :data:`MAX_HEAD` bytes and split once (linear); numbers go
 through :func:`~workflowhttp.numbers.parse_int`; a request line or header that holds a
 control character (CR and LF would split the request: smuggling) is refused before anything
-is sent; each read waits at most the copy's timeout, the whole exchange at most twice that.
+is sent; each read waits at most the copy's timeout, and no read starts once twice that has
+passed since the request was sent.
 """
 
 from __future__ import annotations
